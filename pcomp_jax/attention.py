@@ -1,0 +1,85 @@
+"""Attention backends behind one switch: a plain-`jnp` reference and cuDNN flash attention.
+
+Both take q [B, T, N, H] and keys/values stored once per KV head [B, S, K, H] (GQA, never repeated). The mask is
+slot-based (see cache.py): query t sits at slot `q_slots[t]` and sees key slot s iff `s <= q_slots[t]` and the key is
+valid for its KV head.
+
+- "reference": head-major batched matmuls in float32 accumulation, blocked over queries so a long prefill never
+  holds a [T, S] score matrix per head at once (fast on XLA:CPU, see FIELD_NOTES).
+- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU
+  (keys are exactly the new tokens, right-padded); masked attention over an existing cache uses the reference.
+- "auto": cuDNN on a GPU, the reference elsewhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
+QUERY_BLOCK = 512
+BACKENDS = ("auto", "reference", "cudnn")
+
+
+def resolve_backend(backend: str) -> str:
+    """Concrete backend name for `backend` on the current default device."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        return "cudnn" if jax.default_backend() == "gpu" else "reference"
+    return backend
+
+
+def _attend_block(q, k, v, q_slots, key_valid, scale):
+    """q [B, K, G, Tq, H], k/v [B, K, S, H], q_slots [Tq], key_valid [B, K, S] -> [B, K, G, Tq, H]."""
+    b, kh, g, tq, h = q.shape
+    qf = q.reshape(b, kh, g * tq, h)  # [B, K, G*Tq, H]: one batched matmul per KV head
+    logits = jnp.einsum("bkqh,bksh->bkqs", qf, k, preferred_element_type=jnp.float32) * scale
+    logits = logits.reshape(b, kh, g, tq, -1)  # [B, K, G, Tq, S]
+    k_slots = jnp.arange(k.shape[2])
+    visible = (k_slots[None, :] <= q_slots[:, None])[None, None, None] & key_valid[:, :, None, None, :]
+    logits = jnp.where(visible, logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jnp.where(visible, probs, 0.0).astype(v.dtype)  # a row with no visible key stays all-zero
+    out = jnp.einsum("bkqs,bksh->bkqh", probs.reshape(b, kh, g * tq, -1), v, preferred_element_type=jnp.float32)
+    return out.reshape(b, kh, g, tq, h).astype(q.dtype)
+
+
+def reference_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, q_slots: jax.Array, key_valid: jax.Array, block: int = QUERY_BLOCK
+) -> jax.Array:
+    """Masked attention, plain jnp. q [B, T, N, H], k/v [B, S, K, H], q_slots [T], key_valid [B, S, K] -> [B, T, N, H]."""
+    b, t, n, h = q.shape
+    kh = k.shape[2]
+    g = n // kh
+    scale = h**-0.5
+    qh = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    kt = k.transpose(0, 2, 1, 3)  # [B, K, S, H]
+    vt = v.transpose(0, 2, 1, 3)
+    valid = key_valid.transpose(0, 2, 1)  # [B, K, S]
+    if t <= block:
+        out = _attend_block(qh, kt, vt, q_slots, valid, scale)
+    else:
+        nblocks = -(-t // block)
+        pad = nblocks * block - t
+        qp = jnp.pad(qh, [(0, 0)] * 3 + [(0, pad), (0, 0)])
+        sp = jnp.pad(q_slots, (0, pad), constant_values=-1)  # padded queries see nothing
+        qb = qp.reshape(b, kh, g, nblocks, block, h).transpose(3, 0, 1, 2, 4, 5)  # [nb, B, K, G, blk, H]
+        sb = sp.reshape(nblocks, block)
+        outs = lax.map(lambda xs: _attend_block(xs[0], kt, vt, xs[1], valid, scale), (qb, sb))
+        out = outs.transpose(1, 2, 3, 0, 4, 5).reshape(b, kh, g, nblocks * block, h)[:, :, :, :t]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)  # [B, T, N, H]
+
+
+def cudnn_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Causal attention over right-padded fresh tokens with cuDNN. q [B, T, N, H], k/v [B, T, K, H], lengths [B]."""
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        is_causal=True,
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation="cudnn",
+    )

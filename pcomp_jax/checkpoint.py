@@ -1,0 +1,77 @@
+"""Our checkpoint format: a directory with Orbax-saved params, our config.json and the tokenizer files.
+
+    DIR/config.json      LlamaConfig.to_dict() plus {"format": FORMAT, "dtype": ...}
+    DIR/params/          Orbax StandardCheckpointer tree (see model.py for the layout)
+    DIR/tokenizer*.json  whatever `tokenizer.save_pretrained` writes (loaded with transformers.AutoTokenizer)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from pcomp_jax.config import LlamaConfig
+
+FORMAT = "pcomp-jax/1"
+
+
+class CheckpointError(ValueError):
+    """A directory that is not a readable pcomp-jax checkpoint."""
+
+
+def save_checkpoint(path: str | Path, params: dict, config: LlamaConfig, tokenizer: Any) -> Path:
+    """Write params (numpy or jax arrays), config and tokenizer into a new directory `path`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / "params").exists():
+        raise CheckpointError(f"{path} already holds a checkpoint; choose another --out or delete it first")
+    dtype = str(np.dtype(jax.tree.leaves(params)[0].dtype))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / "params", params)
+        ckptr.wait_until_finished()
+    config_dict = {"format": FORMAT, "dtype": dtype, **config.to_dict()}
+    (path / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def read_config(path: str | Path) -> tuple[LlamaConfig, str]:
+    """(config, dtype name) of the checkpoint at `path`."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path} is not a pcomp-jax checkpoint (no config.json); convert one with "
+                              "`python -m convert.hf_to_flax`")
+    d = json.loads(cfg_file.read_text())
+    if d.pop("format", None) != FORMAT:
+        raise CheckpointError(f"{cfg_file} is not a pcomp-jax config (expected format {FORMAT!r}); is this an HF "
+                              "model directory? Convert it with `python -m convert.hf_to_flax`")
+    dtype = d.pop("dtype")
+    return LlamaConfig.from_dict(d), dtype
+
+
+def load_params(path: str | Path) -> dict:
+    """Params of the checkpoint at `path`, as jax arrays on the default device."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if not (path / "params").is_dir():
+        raise CheckpointError(f"{path} has no params/ directory")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(path / "params")
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(str(path))

@@ -1,0 +1,210 @@
+"""A pure-functional Flax Linen Llama-family decoder (Llama 2/3/3.1, Qwen2/2.5, SmolLM2).
+
+`forward(params, config, tokens, positions, cache, ...)` returns `(Output, cache)`. Params are a plain nested dict;
+layers are stacked on a leading axis and run with `nn.scan`, so one layer is compiled once. Param tree:
+
+    embed/embedding                      [V, D]
+    layers/attn_norm/scale               [L, D]
+    layers/attn/{q,k,v}_proj/kernel      [L, D, N*H | K*H | K*H]   (+ bias [L, ...] when attention_bias)
+    layers/attn/o_proj/kernel            [L, N*H, D]
+    layers/mlp_norm/scale                [L, D]
+    layers/mlp/{gate,up}_proj/kernel     [L, D, F]
+    layers/mlp/down_proj/kernel          [L, F, D]
+    final_norm/scale                     [D]
+    lm_head/kernel                       [D, V]   (absent when embeddings are tied)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax import lax
+
+from pcomp_jax.attention import cudnn_causal_attention, reference_attention, resolve_backend
+from pcomp_jax.cache import KVCache
+from pcomp_jax.config import LlamaConfig
+from pcomp_jax.rope import apply_rope, rope_tables
+
+Params = dict[str, Any]
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does)."""
+
+    eps: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.dtype)
+        xf = x.astype(jnp.float32)
+        xf = xf * lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return scale * xf.astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """What every layer needs besides its own cache slice (broadcast across the layer scan)."""
+
+    cos: jax.Array  # [B, T, H]
+    sin: jax.Array  # [B, T, H]
+    token_valid: jax.Array  # [B, T] bool
+    end: jax.Array  # int32 scalar: slot of the first new token
+    fresh: bool  # static: the cache held nothing before this call, so attention is plain causal over new tokens
+    backend: str  # static: concrete attention backend
+
+
+jax.tree_util.register_dataclass(_Step, data_fields=["cos", "sin", "token_valid", "end"], meta_fields=["fresh", "backend"])
+
+
+class Attention(nn.Module):
+    config: LlamaConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, layer_cache, step: _Step):
+        c = self.config
+        b, t, _ = x.shape
+        dense = lambda feats, bias, name: nn.Dense(feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
+                                                   name=name)
+        q = dense(c.num_heads * c.head_dim, c.attention_bias, "q_proj")(x).reshape(b, t, c.num_heads, c.head_dim)
+        k = dense(c.num_kv_heads * c.head_dim, c.attention_bias, "k_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = dense(c.num_kv_heads * c.head_dim, c.attention_bias, "v_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        q = apply_rope(q, step.cos, step.sin)  # [B, T, N, H]
+        k = apply_rope(k, step.cos, step.sin)  # [B, T, K, H]
+
+        ck, cv, cvalid = layer_cache  # [B, S, K, H], [B, S, K, H], [B, S, K]
+        new_valid = jnp.broadcast_to(step.token_valid[:, :, None], (b, t, c.num_kv_heads))  # [B, T, K]
+        ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, step.end, 0, 0))
+        cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, step.end, 0, 0))
+        cvalid = lax.dynamic_update_slice(cvalid, new_valid, (0, step.end, 0))
+
+        if step.fresh and step.backend == "cudnn":
+            out = cudnn_causal_attention(q, k, v, step.token_valid.sum(-1).astype(jnp.int32))
+        elif step.fresh:
+            out = reference_attention(q, k, v, jnp.arange(t), new_valid)
+        else:
+            out = reference_attention(q, ck, cv, step.end + jnp.arange(t), cvalid)
+        out = out.reshape(b, t, c.num_heads * c.head_dim)
+        out = dense(c.hidden_size, False, "o_proj")(out)  # [B, T, D]
+        return out, (ck, cv, cvalid)
+
+
+class MLP(nn.Module):
+    config: LlamaConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dense = lambda feats, name: nn.Dense(feats, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name=name)
+        f = self.config.intermediate_size
+        h = nn.silu(dense(f, "gate_proj")(x)) * dense(f, "up_proj")(x)  # [B, T, F]
+        return dense(self.config.hidden_size, "down_proj")(h)
+
+
+class DecoderLayer(nn.Module):
+    config: LlamaConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, layer_cache, step: _Step):
+        eps = self.config.rms_norm_eps
+        with jax.named_scope("attention"):
+            h, layer_cache = Attention(self.config, self.dtype, name="attn")(
+                RMSNorm(eps, self.dtype, name="attn_norm")(x), layer_cache, step
+            )
+        x = x + h
+        with jax.named_scope("mlp"):
+            x = x + MLP(self.config, self.dtype, name="mlp")(RMSNorm(eps, self.dtype, name="mlp_norm")(x))
+        return x, layer_cache
+
+
+@struct.dataclass
+class Output:
+    """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden [B, T, D]."""
+
+    logits: jax.Array | None
+    hidden: jax.Array
+
+
+class Llama(nn.Module):
+    config: LlamaConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, cache: KVCache, step: _Step, logits_at=None):
+        c = self.config
+        embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.dtype, name="embed")
+        x = embed(tokens)  # [B, T, D]
+        layers = nn.scan(
+            DecoderLayer,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast),
+            length=c.num_layers,
+        )(c, self.dtype, name="layers")
+        x, (k, v, valid) = layers(x, (cache.k, cache.v, cache.valid), step)
+        x = RMSNorm(c.rms_norm_eps, self.dtype, name="final_norm")(x)
+        cache = cache.replace(k=k, v=v, valid=valid, end=cache.end + tokens.shape[1])
+        logits = None
+        if logits_at is not None:
+            h = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)  # [B, P, D]: never [T, V] for long inputs
+            if c.tie_word_embeddings:
+                logits = embed.attend(h)
+            else:
+                logits = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
+                                  name="lm_head")(h)
+            logits = logits.astype(jnp.float32)
+        return Output(logits=logits, hidden=x), cache
+
+
+def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Params:
+    """Random params (Flax default initialisers) with the layout above, for tests and shape checks."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    cache = KVCache.empty(config, 1, 1, dtype)
+    step = _make_step(config, jnp.zeros((1, 1), jnp.int32), None, cache, "reference", fresh=True)
+    variables = Llama(config, dtype).init(key, tokens, cache, step, logits_at=jnp.zeros((1, 1), jnp.int32))
+    return variables["params"]
+
+
+def _make_step(config, positions, token_valid, cache, backend, fresh):
+    cos, sin = rope_tables(config, positions)
+    if token_valid is None:
+        token_valid = jnp.ones(positions.shape, bool)
+    return _Step(cos=cos, sin=sin, token_valid=token_valid, end=cache.end, fresh=fresh, backend=backend)
+
+
+def param_dtype(params: Params):
+    return params["embed"]["embedding"].dtype
+
+
+def forward(
+    params: Params,
+    config: LlamaConfig,
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: KVCache | None = None,
+    *,
+    token_valid: jax.Array | None = None,
+    logits_at: jax.Array | None = None,
+    attention_backend: str = "auto",
+) -> tuple[Output, KVCache]:
+    """Run the decoder on new tokens and return their outputs and the updated cache.
+
+    tokens, positions: [B, T] int32; positions are RoPE positions, free of any relation to cache slots.
+    cache: an existing cache to append to at slot `cache.end` (must have room), or None to start a fresh one of
+      exactly T slots (plain causal attention over the new tokens; the fast path for a chunk prefill).
+    token_valid: [B, T] bool, False for right padding; padded tokens are stored as invalid keys.
+    logits_at: [B, P] int32 indices into T at which to return logits (None: no logits, only hidden states).
+    Pure and jit/vmap-friendly; `attention_backend` is static ("auto", "reference" or "cudnn").
+    """
+    fresh = cache is None
+    if fresh:
+        cache = KVCache.empty(config, tokens.shape[0], tokens.shape[1], param_dtype(params))
+    step = _make_step(config, positions, token_valid, cache, resolve_backend(attention_backend), fresh)
+    return Llama(config, param_dtype(params)).apply({"params": params}, tokens, cache, step, logits_at)
