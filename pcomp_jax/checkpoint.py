@@ -54,8 +54,11 @@ def read_config(path: str | Path) -> tuple[LlamaConfig, str]:
     if d.pop("format", None) != FORMAT:
         raise CheckpointError(f"{cfg_file} is not a pcomp-jax config (expected format {FORMAT!r}); is this an HF "
                               "model directory? Convert it with `python -m convert.hf_to_flax`")
-    dtype = d.pop("dtype")
-    return LlamaConfig.from_dict(d), dtype
+    dtype = d.pop("dtype", None)
+    try:
+        return LlamaConfig.from_dict(d), dtype
+    except TypeError as err:  # written by another version of pcomp-jax
+        raise CheckpointError(f"{cfg_file} does not match this pcomp-jax version ({err}); convert the model again") from None
 
 
 def load_params(path: str | Path) -> dict:

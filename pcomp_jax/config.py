@@ -50,7 +50,8 @@ class LlamaConfig:
     rope_scaling: RopeScaling | None = None
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # q/k/v projection biases (Qwen2); the output projection never has one
+    qkv_bias: bool = False  # q/k/v projection biases (Qwen2, Llama with attention_bias)
+    o_bias: bool = False  # output projection bias (Llama with attention_bias; never Qwen2)
     bos_token_id: int | None = 1
     eos_token_ids: tuple[int, ...] = (2,)
     model_type: str = "llama"
@@ -152,9 +153,9 @@ def from_hf_config(hf: dict[str, Any]) -> LlamaConfig:
     num_heads = int(hf["num_attention_heads"])
     head_dim = hf.get("head_dim") or hf["hidden_size"] // num_heads
     if model_type == "llama":
-        bias = bool(hf.get("attention_bias", False))
-    else:  # Qwen2 always has q/k/v biases and no output bias
-        bias = True
+        qkv_bias = o_bias = bool(hf.get("attention_bias", False))
+    else:  # Qwen2 always has q/k/v biases and never an output bias
+        qkv_bias, o_bias = True, False
     eos = hf.get("eos_token_id")
     eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
     return LlamaConfig(
@@ -170,7 +171,8 @@ def from_hf_config(hf: dict[str, Any]) -> LlamaConfig:
         rope_scaling=scaling,
         max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        attention_bias=bias,
+        qkv_bias=qkv_bias,
+        o_bias=o_bias,
         bos_token_id=hf.get("bos_token_id"),
         eos_token_ids=eos_ids,
         model_type=model_type,

@@ -5,8 +5,8 @@ layers are stacked on a leading axis and run with `nn.scan`, so one layer is com
 
     embed/embedding                      [V, D]
     layers/attn_norm/scale               [L, D]
-    layers/attn/{q,k,v}_proj/kernel      [L, D, N*H | K*H | K*H]   (+ bias [L, ...] when attention_bias)
-    layers/attn/o_proj/kernel            [L, N*H, D]
+    layers/attn/{q,k,v}_proj/kernel      [L, D, N*H | K*H | K*H]   (+ bias [L, ...] when qkv_bias)
+    layers/attn/o_proj/kernel            [L, N*H, D]           (+ bias [L, D] when o_bias)
     layers/mlp_norm/scale                [L, D]
     layers/mlp/{gate,up}_proj/kernel     [L, D, F]
     layers/mlp/down_proj/kernel          [L, F, D]
@@ -72,9 +72,9 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         dense = lambda feats, bias, name: nn.Dense(feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
                                                    name=name)
-        q = dense(c.num_heads * c.head_dim, c.attention_bias, "q_proj")(x).reshape(b, t, c.num_heads, c.head_dim)
-        k = dense(c.num_kv_heads * c.head_dim, c.attention_bias, "k_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
-        v = dense(c.num_kv_heads * c.head_dim, c.attention_bias, "v_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        q = dense(c.num_heads * c.head_dim, c.qkv_bias, "q_proj")(x).reshape(b, t, c.num_heads, c.head_dim)
+        k = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "k_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "v_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
         q = apply_rope(q, step.cos, step.sin)  # [B, T, N, H]
         k = apply_rope(k, step.cos, step.sin)  # [B, T, K, H]
 
@@ -91,7 +91,7 @@ class Attention(nn.Module):
         else:
             out = reference_attention(q, ck, cv, step.end + jnp.arange(t), cvalid)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
-        out = dense(c.hidden_size, False, "o_proj")(out)  # [B, T, D]
+        out = dense(c.hidden_size, c.o_bias, "o_proj")(out)  # [B, T, D]
         return out, (ck, cv, cvalid)
 
 

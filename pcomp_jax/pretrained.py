@@ -1,0 +1,59 @@
+"""`load(path)`: a converted checkpoint as one object holding params, config and tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
+from pcomp_jax.config import LlamaConfig
+from pcomp_jax.generate import Sampling, generate_ids
+from pcomp_jax.model import Params
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """Generated text (special tokens removed) and the generated token ids (EOS included if produced)."""
+
+    text: str
+    tokens: list[int]
+
+
+@dataclasses.dataclass
+class Model:
+    """A Llama-family model ready to run: params (on the default device), config and HF tokenizer."""
+
+    params: Params
+    config: LlamaConfig
+    tokenizer: Any
+    attention_backend: str = "auto"
+
+    def encode(self, text: str, chat: bool = False) -> list[int]:
+        """Token ids of `text`, with the tokenizer's special tokens; `chat` wraps it as one user turn."""
+        if chat:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise ValueError("this tokenizer has no chat template; drop --chat")
+            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                           add_generation_prompt=True, tokenize=True,
+                                                           return_dict=False))
+        return self.tokenizer(text)["input_ids"]
+
+    def complete(self, prompt: str, sampling: Sampling = Sampling(), chat: bool = False) -> Completion:
+        """Continue `prompt` (plain generation, no ParallelComp)."""
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        ids = generate_ids(self.params, self.config, self.encode(prompt, chat), sampling, self.attention_backend)
+        return Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True), tokens=ids)
+
+
+def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None) -> Model:
+    """Load a checkpoint written by `python -m convert.hf_to_flax` (optionally casting params to `dtype`)."""
+    config, _ = read_config(path)
+    params = load_params(path)
+    cast = jnp.dtype(dtype) if dtype else None
+    params = jax.tree.map(lambda x: jnp.asarray(x, cast), params)
+    return Model(params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend)
