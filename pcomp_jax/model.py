@@ -17,6 +17,7 @@ layers are stacked on a leading axis and run with `nn.scan`, so one layer is com
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -55,11 +56,15 @@ class _Step:
     sin: jax.Array  # [B, T, H]
     token_valid: jax.Array  # [B, T] bool
     end: jax.Array  # int32 scalar: slot of the first new token
+    queries_at: jax.Array | None  # [B, W] indices into T whose post-RoPE queries are returned, or None
     fresh: bool  # static: the cache held nothing before this call, so attention is plain causal over new tokens
     backend: str  # static: concrete attention backend
+    key_filter: Callable | None  # static: see `forward`
 
 
-jax.tree_util.register_dataclass(_Step, data_fields=["cos", "sin", "token_valid", "end"], meta_fields=["fresh", "backend"])
+jax.tree_util.register_dataclass(
+    _Step, data_fields=["cos", "sin", "token_valid", "end", "queries_at"], meta_fields=["fresh", "backend", "key_filter"]
+)
 
 
 class Attention(nn.Module):
@@ -67,7 +72,7 @@ class Attention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, layer_cache, step: _Step):
+    def __call__(self, x, layer, layer_cache, step: _Step):
         c = self.config
         b, t, _ = x.shape
         dense = lambda feats, bias, name: nn.Dense(feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
@@ -83,6 +88,8 @@ class Attention(nn.Module):
         ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, step.end, 0, 0))
         cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, step.end, 0, 0))
         cvalid = lax.dynamic_update_slice(cvalid, new_valid, (0, step.end, 0))
+        if step.key_filter is not None:
+            cvalid = step.key_filter(layer, q, ck, cvalid, step.end + jnp.arange(t))
 
         if step.fresh and step.backend == "cudnn":
             out = cudnn_causal_attention(q, k, v, step.token_valid.sum(-1).astype(jnp.int32))
@@ -92,7 +99,10 @@ class Attention(nn.Module):
             out = reference_attention(q, ck, cv, step.end + jnp.arange(t), cvalid)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         out = dense(c.hidden_size, c.o_bias, "o_proj")(out)  # [B, T, D]
-        return out, (ck, cv, cvalid)
+        queries = None
+        if step.queries_at is not None:
+            queries = jnp.take_along_axis(q, step.queries_at[:, :, None, None], axis=1)  # [B, W, N, H]
+        return out, (ck, cv, cvalid), queries
 
 
 class MLP(nn.Module):
@@ -112,24 +122,27 @@ class DecoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, layer_cache, step: _Step):
+    def __call__(self, x, layer_inputs, step: _Step):
+        layer, layer_cache = layer_inputs
         eps = self.config.rms_norm_eps
         with jax.named_scope("attention"):
-            h, layer_cache = Attention(self.config, self.dtype, name="attn")(
-                RMSNorm(eps, self.dtype, name="attn_norm")(x), layer_cache, step
+            h, layer_cache, queries = Attention(self.config, self.dtype, name="attn")(
+                RMSNorm(eps, self.dtype, name="attn_norm")(x), layer, layer_cache, step
             )
         x = x + h
         with jax.named_scope("mlp"):
             x = x + MLP(self.config, self.dtype, name="mlp")(RMSNorm(eps, self.dtype, name="mlp_norm")(x))
-        return x, layer_cache
+        return x, (layer_cache, queries)
 
 
 @struct.dataclass
 class Output:
-    """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden [B, T, D]."""
+    """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden [B, T, D];
+    queries [layers, B, W, N, H] post-RoPE queries at `queries_at` (None if not requested)."""
 
     logits: jax.Array | None
     hidden: jax.Array
+    queries: jax.Array | None = None
 
 
 class Llama(nn.Module):
@@ -145,10 +158,11 @@ class Llama(nn.Module):
             DecoderLayer,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast),
+            in_axes=(0, nn.broadcast),  # (layer index, layer cache) scanned; the step broadcast
             length=c.num_layers,
         )(c, self.dtype, name="layers")
-        x, (k, v, valid) = layers(x, (cache.k, cache.v, cache.valid), step)
+        layer_ids = jnp.arange(c.num_layers)
+        x, ((k, v, valid), queries) = layers(x, (layer_ids, (cache.k, cache.v, cache.valid)), step)
         x = RMSNorm(c.rms_norm_eps, self.dtype, name="final_norm")(x)
         cache = cache.replace(k=k, v=v, valid=valid, end=cache.end + tokens.shape[1])
         logits = None
@@ -160,7 +174,7 @@ class Llama(nn.Module):
                 logits = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
                                   name="lm_head")(h)
             logits = logits.astype(jnp.float32)
-        return Output(logits=logits, hidden=x), cache
+        return Output(logits=logits, hidden=x, queries=queries), cache
 
 
 def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Params:
@@ -172,11 +186,12 @@ def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Param
     return variables["params"]
 
 
-def _make_step(config, positions, token_valid, cache, backend, fresh):
+def _make_step(config, positions, token_valid, cache, backend, fresh, queries_at=None, key_filter=None):
     cos, sin = rope_tables(config, positions)
     if token_valid is None:
         token_valid = jnp.ones(positions.shape, bool)
-    return _Step(cos=cos, sin=sin, token_valid=token_valid, end=cache.end, fresh=fresh, backend=backend)
+    return _Step(cos=cos, sin=sin, token_valid=token_valid, end=cache.end, queries_at=queries_at, fresh=fresh,
+                 backend=backend, key_filter=key_filter)
 
 
 def param_dtype(params: Params):
@@ -192,6 +207,8 @@ def forward(
     *,
     token_valid: jax.Array | None = None,
     logits_at: jax.Array | None = None,
+    queries_at: jax.Array | None = None,
+    key_filter: Callable | None = None,
     attention_backend: str = "auto",
 ) -> tuple[Output, KVCache]:
     """Run the decoder on new tokens and return their outputs and the updated cache.
@@ -201,10 +218,17 @@ def forward(
       exactly T slots (plain causal attention over the new tokens; the fast path for a chunk prefill).
     token_valid: [B, T] bool, False for right padding; padded tokens are stored as invalid keys.
     logits_at: [B, P] int32 indices into T at which to return logits (None: no logits, only hidden states).
-    Pure and jit/vmap-friendly; `attention_backend` is static ("auto", "reference" or "cudnn").
+    queries_at: [B, W] int32 indices into T whose post-RoPE queries every layer returns (for attention statistics).
+    key_filter: static hook `(layer, q [B, T, N, H], k_cache [B, S, K, H], valid [B, S, K], q_slots [T]) -> valid`
+      called in every layer after the new keys are written and before attention; it may only invalidate keys (e.g.
+      attention calibration). Requires an existing cache.
+    Pure and jit/vmap-friendly; `attention_backend` and `key_filter` are static.
     """
     fresh = cache is None
+    if fresh and key_filter is not None:
+        raise ValueError("key_filter needs an existing cache")
     if fresh:
         cache = KVCache.empty(config, tokens.shape[0], tokens.shape[1], param_dtype(params))
-    step = _make_step(config, positions, token_valid, cache, resolve_backend(attention_backend), fresh)
+    step = _make_step(config, positions, token_valid, cache, resolve_backend(attention_backend), fresh, queries_at,
+                      key_filter)
     return Llama(config, param_dtype(params)).apply({"params": params}, tokens, cache, step, logits_at)

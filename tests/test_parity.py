@@ -87,11 +87,11 @@ def test_attention_and_decoder_layer_match_hf(variant):
         attn_hf, _ = hf_layer.self_attn(torch.tensor(x), position_embeddings=cos_sin, attention_mask=mask)
         layer_hf = hf_layer(torch.tensor(x), attention_mask=mask, position_embeddings=cos_sin)
     layer_hf = layer_hf[0] if isinstance(layer_hf, tuple) else layer_hf
-    attn, (k, _, valid) = Attention(config).apply({"params": layer0["attn"]}, jnp.asarray(x), layer_cache, step)
+    attn, (k, _, valid), _ = Attention(config).apply({"params": layer0["attn"]}, jnp.asarray(x), 0, layer_cache, step)
     assert max_diff(attn, attn_hf) <= TOL
     assert k.shape == (2, x.shape[1], kv_heads, config.head_dim)  # GQA keys stored once per KV head
     assert bool(valid.all())
-    out, _ = DecoderLayer(config).apply({"params": layer0}, jnp.asarray(x), layer_cache, step)
+    out, _ = DecoderLayer(config).apply({"params": layer0}, jnp.asarray(x), (0, layer_cache), step)
     assert max_diff(out, layer_hf) <= TOL
 
 
