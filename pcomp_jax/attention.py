@@ -72,6 +72,21 @@ def reference_attention(
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)  # [B, T, N, H]
 
 
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array, block: int = QUERY_BLOCK):
+    """Causal attention over fresh tokens (query t at slot t), skipping the blocks above the diagonal.
+
+    q [B, T, N, H], k/v [B, T, K, H], key_valid [B, T, K] -> [B, T, N, H]. Query block i only reads keys
+    [0, end of block i), so about half the work of masked attention over all keys.
+    """
+    t = q.shape[1]
+    outs = []
+    for start in range(0, t, block):
+        stop = min(start + block, t)
+        outs.append(reference_attention(q[:, start:stop], k[:, :stop], v[:, :stop], jnp.arange(start, stop),
+                                        key_valid[:, :stop], block=block))
+    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
 def cudnn_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array) -> jax.Array:
     """Causal attention over right-padded fresh tokens with cuDNN. q [B, T, N, H], k/v [B, T, K, H], lengths [B]."""
     return jax.nn.dot_product_attention(

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from pcomp_jax.attention import cudnn_causal_attention, reference_attention, resolve_backend
+from pcomp_jax.attention import causal_attention, cudnn_causal_attention, reference_attention, resolve_backend
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.rope import apply_rope, rope_tables
@@ -84,17 +84,20 @@ class Attention(nn.Module):
         k = apply_rope(k, step.cos, step.sin)  # [B, T, K, H]
 
         ck, cv, cvalid = layer_cache  # [B, S, K, H], [B, S, K, H], [B, S, K]
-        new_valid = jnp.broadcast_to(step.token_valid[:, :, None], (b, t, c.num_kv_heads))  # [B, T, K]
+        if ck.shape[2] != c.num_kv_heads:  # a cache that stores KV heads repeated per query head (K = N)
+            k = jnp.repeat(k, ck.shape[2] // c.num_kv_heads, axis=2)
+            v = jnp.repeat(v, ck.shape[2] // c.num_kv_heads, axis=2)
+        new_valid = jnp.broadcast_to(step.token_valid[:, :, None], (b, t, ck.shape[2]))  # [B, T, K]
         ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, step.end, 0, 0))
         cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, step.end, 0, 0))
         cvalid = lax.dynamic_update_slice(cvalid, new_valid, (0, step.end, 0))
         if step.key_filter is not None:
-            cvalid = step.key_filter(layer, q, ck, cvalid, step.end + jnp.arange(t))
+            cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
 
         if step.fresh and step.backend == "cudnn":
             out = cudnn_causal_attention(q, k, v, step.token_valid.sum(-1).astype(jnp.int32))
         elif step.fresh:
-            out = reference_attention(q, k, v, jnp.arange(t), new_valid)
+            out = causal_attention(q, k, v, new_valid)
         else:
             out = reference_attention(q, ck, cv, step.end + jnp.arange(t), cvalid)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
@@ -219,9 +222,9 @@ def forward(
     token_valid: [B, T] bool, False for right padding; padded tokens are stored as invalid keys.
     logits_at: [B, P] int32 indices into T at which to return logits (None: no logits, only hidden states).
     queries_at: [B, W] int32 indices into T whose post-RoPE queries every layer returns (for attention statistics).
-    key_filter: static hook `(layer, q [B, T, N, H], k_cache [B, S, K, H], valid [B, S, K], q_slots [T]) -> valid`
-      called in every layer after the new keys are written and before attention; it may only invalidate keys (e.g.
-      attention calibration). Requires an existing cache.
+    key_filter: static hook `(layer, q [B, T, N, H], q_valid [B, T], q_slots [T], k_cache [B, S, K, H],
+      valid [B, S, K]) -> valid`, called in every layer after the new keys are written and before attention; it may
+      only invalidate keys (attention calibration uses it). Requires an existing cache.
     Pure and jit/vmap-friendly; `attention_backend` and `key_filter` are static.
     """
     fresh = cache is None

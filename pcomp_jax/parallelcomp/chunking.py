@@ -1,0 +1,104 @@
+"""Split a context into chunks and assemble each chunk's tokens (Part 1.1; the official split is Part 2, B.3).
+
+Host-side and exact: the result says which tokens every chunk holds and the static budget they are padded to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from pcomp_jax.parallelcomp.prompts import PromptTemplate, wrap_chat
+
+BUDGET_ROUND = 128  # chunk context budgets are rounded up to this, so nearby lengths share compilations
+
+
+class InputError(ValueError):
+    """A user input ParallelComp cannot run on (empty question, budgets that do not fit, ...)."""
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkedPrompt:
+    """`[BOS] + prefix + piece + suffix` for every piece; `piece_budget` >= every piece's length (static)."""
+
+    bos: tuple[int, ...]  # () when the tokenizer adds no BOS (Qwen2, SmolLM2), else (bos_id,)
+    prefix: tuple[int, ...]
+    pieces: tuple[tuple[int, ...], ...]
+    suffix: tuple[int, ...]
+    piece_budget: int
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def head_len(self) -> int:
+        """Tokens before the chunk text: BOS and prefix."""
+        return len(self.bos) + len(self.prefix)
+
+    @property
+    def context_slots(self) -> int:
+        """Static number of cache slots for one chunk's context part (BOS + prefix + piece budget)."""
+        return self.head_len + self.piece_budget
+
+    def context_len(self, i: int) -> int:
+        return self.head_len + len(self.pieces[i])
+
+    def chunk_ids(self, i: int) -> list[int]:
+        return [*self.bos, *self.prefix, *self.pieces[i], *self.suffix]
+
+    def whole_ids(self, context: list[int] | None = None) -> list[int]:
+        """The plain single prompt over the whole context (or over `context` tokens instead)."""
+        if context is None:
+            context = [t for p in self.pieces for t in p]
+        return [*self.bos, *self.prefix, *context, *self.suffix]
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
+    """The official split: n = ceil(T / chunk_tokens) pieces of equal character length, remainder in the last."""
+    ids = tokenizer(context)["input_ids"]  # with special tokens, as the official code counts T
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    n = max(1, math.ceil(len(ids) / chunk_tokens))
+    w = len(text) // n
+    pieces = [text[i * w : (i + 1) * w] for i in range(n - 1)] + [text[(n - 1) * w :]]
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in pieces]
+
+
+def chunk_prompt(
+    tokenizer, context: str, question: str, template: PromptTemplate, *, chunk_tokens: int, split: str = "tokens",
+    chat: bool = False,
+) -> ChunkedPrompt:
+    """Tokenize and split. An empty context gives one chunk with an empty piece (plain generation)."""
+    if template.needs_question and not question.strip():
+        raise InputError("the question is empty; give a question (or use a template without {question}, such as "
+                         "'summarize')")
+    prefix, suffix = template.render(question)
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("this tokenizer has no chat template; run without chat")
+        prefix, suffix = wrap_chat(tokenizer, prefix, suffix)
+    bos = (tokenizer.bos_token_id,) if _adds_bos(tokenizer) else ()
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    if prefix_ids[:1] == [tokenizer.bos_token_id]:  # the chat template already starts with BOS (Llama 3)
+        bos, prefix_ids = (tokenizer.bos_token_id,), prefix_ids[1:]
+    suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    if len(suffix_ids) > chunk_tokens:
+        raise InputError(f"the question part of the prompt is {len(suffix_ids)} tokens, longer than the chunk budget "
+                         f"({chunk_tokens} tokens); shorten the question or raise chunk_tokens")
+    if split == "tokens":
+        ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        pieces = [ids[i : i + chunk_tokens] for i in range(0, len(ids), chunk_tokens)] or [[]]
+    else:
+        pieces = _split_chars(tokenizer, context, chunk_tokens) if context else [[]]
+    budget = round_up(max(1, max(len(p) for p in pieces)), BUDGET_ROUND)
+    return ChunkedPrompt(bos=bos, prefix=tuple(prefix_ids), pieces=tuple(tuple(p) for p in pieces),
+                         suffix=tuple(suffix_ids), piece_budget=budget)

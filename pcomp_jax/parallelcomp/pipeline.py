@@ -1,0 +1,232 @@
+"""ParallelComp end to end: chunk -> parallel prefill -> score -> select -> merge -> second prefill -> decode.
+
+`generate(model, context=..., question=...)` runs one of three methods on the same prompt, so results compare like
+with like:
+- "parallelcomp": chunks prefilled in parallel groups (`jax.vmap` over the chunk axis) with positions 0..L-1 each,
+  the `keep_chunks` with the lowest question NLL kept in a fixed-size buffer, optional token eviction and
+  calibration, then the question and the answer decoded over the merged cache (PARALLELCOMP.md Part 1).
+- "full": the whole prompt in one causal pass (positions run past the training window).
+- "truncate": the context middle-truncated so prompt + answer fit the training window (as LongBench does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from pcomp_jax.attention import resolve_backend
+from pcomp_jax.generate import decode, generate_ids
+from pcomp_jax.model import forward, param_dtype
+from pcomp_jax.parallelcomp.calibration import calibration_filter
+from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, round_up
+from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
+from pcomp_jax.parallelcomp.eviction import evict_tokens, keep_context
+from pcomp_jax.parallelcomp.merge import merged_cache
+from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
+from pcomp_jax.parallelcomp.scoring import question_nll
+from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
+
+METHODS = ("parallelcomp", "full", "truncate")
+QUESTION_BUCKET = 32
+CHUNK_BUCKET = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The answer text (special tokens removed), its token ids, and statistics of the run."""
+
+    text: str
+    tokens: list[int]
+    stats: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static settings of the jitted stages (hashable)."""
+
+    keep: int
+    context_slots: int  # slots per chunk before eviction: BOS + prefix + piece budget
+    bos_len: int
+    eviction: TokenEviction | None
+    backend: str
+
+    @property
+    def chunk_slots(self) -> int:
+        """Slots per chunk in the buffer (after eviction)."""
+        if self.eviction is None:
+            return self.context_slots
+        return self.bos_len + min(self.eviction.capacity, self.context_slots - self.bos_len)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "plan"))
+def _group_step(params, buffer: ChunkSet, tokens, total_len, context_len, index, targets, target_valid, *, config,
+                plan: _Plan):
+    """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer."""
+    t = tokens.shape[1]
+    qp = targets.shape[0]
+
+    def one_chunk(tok, total, ctx):
+        pos = jnp.arange(t)
+        logits_at = jnp.clip(ctx - 1 + jnp.arange(qp), 0, t - 1)  # logits predicting the question tokens
+        queries_at = None
+        if plan.eviction is not None:
+            queries_at = jnp.clip(total - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
+        out, cache = forward(params, config, tok[None], pos[None], token_valid=(pos < total)[None],
+                             logits_at=logits_at[None], queries_at=None if queries_at is None else queries_at[None],
+                             attention_backend=plan.backend)
+        nll = question_nll(out.logits[0], targets, target_valid)
+        k, v, valid = cache.k[:, 0], cache.v[:, 0], cache.valid[:, 0]  # [L, T, K, H], [L, T, K]
+        if plan.eviction is None:
+            k, v, valid = keep_context(k, v, valid, ctx, context_slots=plan.context_slots)
+        else:
+            k, v, valid = evict_tokens(k, v, valid, out.queries[:, 0], queries_at, ctx, bos_len=plan.bos_len,
+                                       context_slots=plan.context_slots, eviction=plan.eviction)
+        return k, v, valid, nll
+
+    k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len)
+    nll = jnp.where(index >= 0, nll, jnp.inf)
+    group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index)
+    return keep_lowest(concat(buffer, group), plan.keep), nll
+
+
+@functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra"))
+def _second_prefill(params, buffer: ChunkSet, q_tokens, q_len, *, config, plan: _Plan,
+                    calibration: Calibration | None, extra: int):
+    """Merge the kept chunks and prefill the question over them; returns last logits, cache, next position."""
+    chunks = document_order(buffer)
+    cache, first_position = merged_cache(chunks, bos_len=plan.bos_len)
+    qp = q_tokens.shape[0]
+    cache = cache.grow(qp + extra)
+    positions = first_position + jnp.arange(qp)
+    out, cache = forward(params, config, q_tokens[None], positions[None], cache,
+                         token_valid=(jnp.arange(qp) < q_len)[None], logits_at=jnp.reshape(q_len - 1, (1, 1)),
+                         key_filter=None if calibration is None else calibration_filter(calibration),
+                         attention_backend=plan.backend)
+    return out.logits[:, 0], cache, first_position + q_len, chunks.index
+
+
+def _pad(ids: list[int], length: int) -> np.ndarray:
+    out = np.zeros((length,), np.int32)
+    out[: len(ids)] = ids
+    return out
+
+
+def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
+    window = model.config.trained_context
+    longest = max(len(p) for p in prompt.pieces)
+    need = prompt.head_len + longest + len(prompt.suffix) + config.sampling.max_new_tokens
+    if need > window:
+        raise InputError(
+            f"a chunk does not fit the model's {window}-token training window: {prompt.head_len} (BOS + instruction) "
+            f"+ {longest} (chunk text) + {len(prompt.suffix)} (question) + {config.sampling.max_new_tokens} (answer) "
+            f"= {need}; lower chunk_tokens or max_new_tokens"
+        )
+
+
+def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+    mc = model.config
+    heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
+    plan = _Plan(keep=config.keep_chunks, context_slots=prompt.context_slots, bos_len=len(prompt.bos),
+                 eviction=config.eviction, backend=backend)
+    q_len = len(prompt.suffix)
+    qp = round_up(q_len, QUESTION_BUCKET)
+    targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
+    t = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
+    batch = config.chunk_batch
+    buffer = ChunkSet.empty(config.keep_chunks, mc.num_layers, plan.chunk_slots, heads, mc.head_dim,
+                            param_dtype(model.params))
+    scores = np.full((prompt.num_chunks,), np.nan)
+    peak = 0
+    start = time.perf_counter()
+    groups = range(0, prompt.num_chunks, batch)
+    for g in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
+        members = range(g, min(g + batch, prompt.num_chunks))
+        tokens = np.zeros((batch, t), np.int32)
+        total, ctx, index = (np.zeros((batch,), np.int32) for _ in range(3))
+        index[:] = -1
+        for row, i in enumerate(members):
+            ids = prompt.chunk_ids(i)
+            tokens[row, : len(ids)] = ids
+            total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
+        peak = max(peak, buffer.count + batch)  # the buffer and this group are all the chunk caches alive
+        buffer, nll = _group_step(model.params, buffer, tokens, total, ctx, index, targets, target_valid,
+                                  config=mc, plan=plan)
+        scores[list(members)] = np.asarray(nll)[: len(members)]
+    logits, cache, position, kept = _second_prefill(
+        model.params, buffer, jnp.asarray(targets), jnp.int32(q_len), config=mc, plan=plan,
+        calibration=config.calibration, extra=config.sampling.max_new_tokens)
+    jax.block_until_ready(logits)
+    prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    out, counts = decode(model.params, mc, cache, logits, position[None], sampling=config.sampling,
+                         eos_ids=tuple(mc.eos_token_ids), attention_backend=backend)
+    ids = np.asarray(out[0, : int(counts[0])]).tolist()
+    decode_seconds = time.perf_counter() - start
+    valid = np.asarray(cache.valid[:, 0, : int(cache.end)])  # [L, slots, K] after the question
+    stats = {
+        "num_chunks": prompt.num_chunks,
+        "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
+        "chunk_scores": [round(float(s), 4) for s in scores],
+        "chunk_tokens": [len(p) for p in prompt.pieces],
+        "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
+        "question_position": int(position) - q_len,
+        "peak_chunk_caches": peak,
+        "prefill_seconds": round(prefill_seconds, 3),
+        "decode_seconds": round(decode_seconds, 3),
+    }
+    return ids, stats
+
+
+def _run_single(model, ids: list[int], config: ParallelCompConfig, backend: str, extra: dict):
+    start = time.perf_counter()
+    out = generate_ids(model.params, model.config, ids, config.sampling, backend)
+    seconds = time.perf_counter() - start
+    return out, {"num_chunks": 1, "kept_chunks": [0], "prompt_tokens": len(ids), "seconds": round(seconds, 3), **extra}
+
+
+def generate(
+    model, context: str, question: str, config: ParallelCompConfig = ParallelCompConfig(), *,
+    method: str = "parallelcomp", template: str | PromptTemplate = "qa", progress: bool | None = None,
+) -> Result:
+    """Answer `question` about `context` with `model` (a `pcomp_jax.Model`).
+
+    An empty context is allowed: the prompt then has no document and this is plain generation. `progress` shows a
+    bar over chunk groups (default: when stderr is a terminal). Raises `InputError` or `PipelineConfigError` with a
+    clear message for inputs that cannot run.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if not isinstance(context, str) or not isinstance(question, str):
+        raise InputError("context and question must be strings")
+    tok = model.tokenizer
+    chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
+    prompt = chunk_prompt(tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens,
+                          split=config.split, chat=chat)
+    backend = resolve_backend(model.attention_backend)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if method == "parallelcomp":
+        _check_fits(prompt, model, config)
+        ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
+    else:
+        context_ids = tok(context, add_special_tokens=False)["input_ids"]
+        extra = {"context_tokens": len(context_ids)}
+        if method == "truncate":
+            budget = model.config.trained_context - config.sampling.max_new_tokens - prompt.head_len - len(prompt.suffix)
+            if budget < 2:
+                raise InputError(f"the prompt without context already fills the {model.config.trained_context}-token "
+                                 "window; lower max_new_tokens or shorten the question")
+            if len(context_ids) > budget:  # keep the first and the last halves, as LongBench does
+                context_ids = context_ids[: budget // 2] + context_ids[len(context_ids) - (budget - budget // 2) :]
+            extra["kept_context_tokens"] = len(context_ids)
+        ids, stats = _run_single(model, prompt.whole_ids(context_ids), config, backend, extra)
+    stats = {"method": method, **stats}
+    return Result(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=ids, stats=stats)

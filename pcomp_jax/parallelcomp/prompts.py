@@ -1,0 +1,63 @@
+"""Prompt templates: every chunk is `[BOS] + prefix + chunk text + suffix` (Part 1.1).
+
+A template is an instruction `prefix` (before the context) and a `suffix` (after it) that holds the question as
+`{question}`. With a chat model the whole user turn is wrapped in the tokenizer's chat template, so the chat header
+joins the prefix and the assistant header joins the suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+_MARK = "\x00CONTEXT\x00"
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTemplate:
+    """prefix + context + suffix; `suffix` may contain `{question}`."""
+
+    prefix: str
+    suffix: str
+
+    @property
+    def needs_question(self) -> bool:
+        return "{question}" in self.suffix
+
+    def render(self, question: str) -> tuple[str, str]:
+        """(prefix, suffix) with the question filled in."""
+        return self.prefix, self.suffix.replace("{question}", question)
+
+
+TEMPLATES = {
+    "retrieval": PromptTemplate(
+        prefix="There is an important piece of information hidden inside the text below. Find it and memorize it.\n\n",
+        suffix="\n\nQuestion: {question}\nAnswer using only the text above, in a few words.",
+    ),
+    "qa": PromptTemplate(
+        prefix="You are given a document. Answer the question as concisely as you can, using a single phrase if "
+        "possible. Do not provide any explanation.\n\nDocument: ",
+        suffix="\n\nNow, answer the question based on the document as concisely as you can.\n\n"
+        "Question: {question}\n\nAnswer:",
+    ),
+    "summarize": PromptTemplate(
+        prefix="You are given a document. You will be asked to write a summary of it.\n\nDocument:\n",
+        suffix="\n\nNow, write a one-paragraph summary of the document.\n\nSummary:",
+    ),
+}
+
+
+def get_template(name_or_template: str | PromptTemplate) -> PromptTemplate:
+    if isinstance(name_or_template, PromptTemplate):
+        return name_or_template
+    if name_or_template not in TEMPLATES:
+        raise ValueError(f"unknown template {name_or_template!r} (built in: {', '.join(TEMPLATES)}; or pass a "
+                         "PromptTemplate)")
+    return TEMPLATES[name_or_template]
+
+
+def wrap_chat(tokenizer, prefix: str, suffix: str) -> tuple[str, str]:
+    """Put prefix/suffix inside one chat user turn followed by the assistant header."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": _MARK}], tokenize=False,
+                                             add_generation_prompt=True)
+    head, tail = rendered.split(_MARK)
+    return head + prefix, suffix + tail
