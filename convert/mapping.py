@@ -125,11 +125,9 @@ class ParamBuilder:
                 unused.append(f"{name}{why}")
             elif tuple(shape) != want:
                 wrong.append(f"{name}: expected shape {list(want)} (for {target}), got {list(shape)}")
-            else:
+            elif not (name == LM_HEAD and self.config.tie_word_embeddings):  # a tied copy does not stand in for it
                 covered.add((target.path, target.layer))
-        missing = [
-            "/".join(p) + ("" if i is None else f"[{i}]") for p, i in sorted(self._slots() - covered, key=str)
-        ]
+        missing = ["/".join(p) + ("" if i is None else f"[{i}]") for p, i in sorted(self._slots() - covered, key=str)]
         problems = [f"unused source tensor {u}" for u in unused] + [f"wrong shape: {w}" for w in wrong]
         problems += [f"missing param {m}" for m in missing]
         if problems:

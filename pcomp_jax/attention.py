@@ -49,7 +49,10 @@ def _attend_block(q, k, v, q_slots, key_valid, scale):
 def reference_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, q_slots: jax.Array, key_valid: jax.Array, block: int = QUERY_BLOCK
 ) -> jax.Array:
-    """Masked attention, plain jnp. q [B, T, N, H], k/v [B, S, K, H], q_slots [T], key_valid [B, S, K] -> [B, T, N, H]."""
+    """Masked attention in plain jnp.
+
+    q [B, T, N, H], k/v [B, S, K, H], q_slots [T], key_valid [B, S, K] -> [B, T, N, H].
+    """
     b, t, n, h = q.shape
     kh = k.shape[2]
     g = n // kh
@@ -82,8 +85,11 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Ar
     outs = []
     for start in range(0, t, block):
         stop = min(start + block, t)
-        outs.append(reference_attention(q[:, start:stop], k[:, :stop], v[:, :stop], jnp.arange(start, stop),
-                                        key_valid[:, :stop], block=block))
+        outs.append(
+            reference_attention(
+                q[:, start:stop], k[:, :stop], v[:, :stop], jnp.arange(start, stop), key_valid[:, :stop], block=block
+            )
+        )
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
 
 

@@ -50,6 +50,4 @@ class KVCache:
     def grow(self, extra: int) -> KVCache:
         """The same cache with `extra` empty slots appended (e.g. room for a question and decoding)."""
         pad = [(0, 0), (0, 0), (0, extra), (0, 0), (0, 0)]
-        return self.replace(
-            k=jnp.pad(self.k, pad), v=jnp.pad(self.v, pad), valid=jnp.pad(self.valid, pad[:-1])
-        )
+        return self.replace(k=jnp.pad(self.k, pad), v=jnp.pad(self.v, pad), valid=jnp.pad(self.valid, pad[:-1]))

@@ -21,12 +21,20 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pcomp_jax", description="Run pcomp-jax models.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="python -m pcomp_jax",
+        description="Run pcomp-jax models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="complete a prompt with a converted checkpoint",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-                         description="Complete a prompt. Convert a model first with `python -m convert.hf_to_flax`.")
+    gen = sub.add_parser(
+        "generate",
+        help="complete a prompt with a converted checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        description="Complete a prompt. Convert a model first with `python -m convert.hf_to_flax`.",
+    )
     gen.add_argument("--ckpt", required=True, help="checkpoint directory written by convert.hf_to_flax")
     gen.add_argument("--prompt", required=True, help="text to complete")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
@@ -34,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    gen.add_argument("--attention-backend", choices=["auto", "reference", "cudnn"], default="auto",
-                     help="auto = cuDNN on GPU, reference jnp elsewhere")
+    gen.add_argument(
+        "--attention-backend",
+        choices=["auto", "reference", "cudnn"],
+        default="auto",
+        help="auto = cuDNN on GPU, reference jnp elsewhere",
+    )
     gen.add_argument("--json", action="store_true", help="print one JSON object {text, tokens, seconds}")
     return parser
 
@@ -44,8 +56,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pcomp_jax.generate import Sampling
     from pcomp_jax.pretrained import load
 
-    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        seed=args.seed)
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
     model = load(args.ckpt, attention_backend=args.attention_backend)
     start = time.perf_counter()
     result = model.complete(args.prompt, sampling, chat=args.chat)

@@ -104,12 +104,26 @@ def decode(
         tokens = tokens.at[:, i].set(tok)
         counts = counts + (~done).astype(jnp.int32)
         done = done | jnp.isin(tok, eos)
-        out, cache = forward(params, config, tok[:, None], (position + i)[:, None], cache,
-                             logits_at=jnp.zeros((b, 1), jnp.int32), attention_backend=attention_backend)
+        out, cache = forward(
+            params,
+            config,
+            tok[:, None],
+            (position + i)[:, None],
+            cache,
+            logits_at=jnp.zeros((b, 1), jnp.int32),
+            attention_backend=attention_backend,
+        )
         return i + 1, tokens, counts, done, cache, out.logits[:, 0], key
 
-    state = (jnp.int32(0), jnp.zeros((b, n), jnp.int32), jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool),
-             cache, logits, jax.random.key(sampling.seed))
+    state = (
+        jnp.int32(0),
+        jnp.zeros((b, n), jnp.int32),
+        jnp.zeros((b,), jnp.int32),
+        jnp.zeros((b,), bool),
+        cache,
+        logits,
+        jax.random.key(sampling.seed),
+    )
     state = lax.while_loop(cond, body, state)
     return state[1], state[2]
 
@@ -119,13 +133,23 @@ def prefill(params, config, tokens, length, *, extra: int, attention_backend: st
     """Prefill right-padded `tokens` [1, T] of true length `length`; return the last logits [1, V] and a cache with
     `extra` free slots."""
     t = tokens.shape[1]
-    out, cache = forward(params, config, tokens, jnp.arange(t)[None], token_valid=(jnp.arange(t) < length)[None],
-                         logits_at=jnp.reshape(length - 1, (1, 1)), attention_backend=attention_backend)
+    out, cache = forward(
+        params,
+        config,
+        tokens,
+        jnp.arange(t)[None],
+        token_valid=(jnp.arange(t) < length)[None],
+        logits_at=jnp.reshape(length - 1, (1, 1)),
+        attention_backend=attention_backend,
+    )
     return out.logits[:, 0], cache.grow(extra)
 
 
 def generate_ids(
-    params: Params, config: LlamaConfig, prompt_ids: list[int], sampling: Sampling = Sampling(),
+    params: Params,
+    config: LlamaConfig,
+    prompt_ids: list[int],
+    sampling: Sampling = Sampling(),
     attention_backend: str = "auto",
 ) -> list[int]:
     """Complete `prompt_ids` and return the new token ids (up to and including EOS if one was produced)."""
@@ -135,8 +159,22 @@ def generate_ids(
     padded = -(-length // PROMPT_BUCKET) * PROMPT_BUCKET
     tokens = np.zeros((1, padded), np.int32)
     tokens[0, :length] = prompt_ids
-    logits, cache = prefill(params, config, jnp.asarray(tokens), jnp.int32(length),
-                            extra=sampling.max_new_tokens, attention_backend=attention_backend)
-    out, counts = decode(params, config, cache, logits, jnp.full((1,), length, jnp.int32), sampling=sampling,
-                         eos_ids=tuple(config.eos_token_ids), attention_backend=attention_backend)
+    logits, cache = prefill(
+        params,
+        config,
+        jnp.asarray(tokens),
+        jnp.int32(length),
+        extra=sampling.max_new_tokens,
+        attention_backend=attention_backend,
+    )
+    out, counts = decode(
+        params,
+        config,
+        cache,
+        logits,
+        jnp.full((1,), length, jnp.int32),
+        sampling=sampling,
+        eos_ids=tuple(config.eos_token_ids),
+        attention_backend=attention_backend,
+    )
     return np.asarray(out[0, : int(counts[0])]).tolist()

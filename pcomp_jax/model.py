@@ -63,7 +63,9 @@ class _Step:
 
 
 jax.tree_util.register_dataclass(
-    _Step, data_fields=["cos", "sin", "token_valid", "end", "queries_at"], meta_fields=["fresh", "backend", "key_filter"]
+    _Step,
+    data_fields=["cos", "sin", "token_valid", "end", "queries_at"],
+    meta_fields=["fresh", "backend", "key_filter"],
 )
 
 
@@ -75,8 +77,9 @@ class Attention(nn.Module):
     def __call__(self, x, layer, layer_cache, step: _Step):
         c = self.config
         b, t, _ = x.shape
-        dense = lambda feats, bias, name: nn.Dense(feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype,
-                                                   name=name)
+        dense = lambda feats, bias, name: nn.Dense(
+            feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype, name=name
+        )
         q = dense(c.num_heads * c.head_dim, c.qkv_bias, "q_proj")(x).reshape(b, t, c.num_heads, c.head_dim)
         k = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "k_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
         v = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "v_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
@@ -174,8 +177,9 @@ class Llama(nn.Module):
             if c.tie_word_embeddings:
                 logits = embed.attend(h)
             else:
-                logits = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
-                                  name="lm_head")(h)
+                logits = nn.Dense(
+                    c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="lm_head"
+                )(h)
             logits = logits.astype(jnp.float32)
         return Output(logits=logits, hidden=x, queries=queries), cache
 
@@ -193,8 +197,16 @@ def _make_step(config, positions, token_valid, cache, backend, fresh, queries_at
     cos, sin = rope_tables(config, positions)
     if token_valid is None:
         token_valid = jnp.ones(positions.shape, bool)
-    return _Step(cos=cos, sin=sin, token_valid=token_valid, end=cache.end, queries_at=queries_at, fresh=fresh,
-                 backend=backend, key_filter=key_filter)
+    return _Step(
+        cos=cos,
+        sin=sin,
+        token_valid=token_valid,
+        end=cache.end,
+        queries_at=queries_at,
+        fresh=fresh,
+        backend=backend,
+        key_filter=key_filter,
+    )
 
 
 def param_dtype(params: Params):
@@ -232,6 +244,7 @@ def forward(
         raise ValueError("key_filter needs an existing cache")
     if fresh:
         cache = KVCache.empty(config, tokens.shape[0], tokens.shape[1], param_dtype(params))
-    step = _make_step(config, positions, token_valid, cache, resolve_backend(attention_backend), fresh, queries_at,
-                      key_filter)
+    step = _make_step(
+        config, positions, token_valid, cache, resolve_backend(attention_backend), fresh, queries_at, key_filter
+    )
     return Llama(config, param_dtype(params)).apply({"params": params}, tokens, cache, step, logits_at)

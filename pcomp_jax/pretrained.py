@@ -37,9 +37,11 @@ class Model:
         if chat:
             if not getattr(self.tokenizer, "chat_template", None):
                 raise ValueError("this tokenizer has no chat template; drop --chat")
-            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                           add_generation_prompt=True, tokenize=True,
-                                                           return_dict=False))
+            return list(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
+                )
+            )
         return self.tokenizer(text)["input_ids"]
 
     def complete(self, prompt: str, sampling: Sampling = Sampling(), chat: bool = False) -> Completion:

@@ -22,20 +22,41 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = __import__("tokenizers").decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tk.train_from_iterator(CORPUS * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_hf_model(kind: str = "llama", kv_heads: int = 2, heads: int = 4, bias: bool = False, tied: bool = False,
-                  rope_parameters: dict | None = None, layers: int = 2, seed: int = 0, dtype=torch.float32):
+def tiny_hf_model(
+    kind: str = "llama",
+    kv_heads: int = 2,
+    heads: int = 4,
+    bias: bool = False,
+    tied: bool = False,
+    rope_parameters: dict | None = None,
+    layers: int = 2,
+    seed: int = 0,
+    dtype=torch.float32,
+):
     """A random `LlamaForCausalLM` / `Qwen2ForCausalLM` (eager attention) with wide weights, so logits are not
     near-tied and greedy argmax is stable under float32 rounding."""
-    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=16, max_position_embeddings=512,
-                  rms_norm_eps=1e-5, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2,
-                  initializer_range=0.2)
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=16,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
     if rope_parameters is not None:
         common["rope_parameters"] = rope_parameters
     torch.manual_seed(seed)
@@ -57,8 +78,9 @@ def params_from_hf(model) -> dict:
     """Our param tree from an in-memory HF model (float32 numpy), by the converter's name mapping."""
     from convert.mapping import params_from_state_dict
 
-    return params_from_state_dict({k: v.detach().float().numpy() for k, v in model.state_dict().items()},
-                                  _our_config(model))
+    return params_from_state_dict(
+        {k: v.detach().float().numpy() for k, v in model.state_dict().items()}, _our_config(model)
+    )
 
 
 def _our_config(model):

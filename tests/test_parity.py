@@ -18,8 +18,14 @@ from pcomp_jax.model import Attention, DecoderLayer, RMSNorm, _make_step, forwar
 from pcomp_jax.rope import apply_rope, rope_tables
 
 TOL = 1e-4
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 50000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
 # (kind, query heads, kv heads, bias, tied): GQA group sizes 1, 2 and 4, with and without biases
 VARIANTS = [
@@ -59,8 +65,9 @@ def test_rope_matches_hf(rope):
     cos, sin = rope_tables(config, jnp.asarray(positions))
     assert max_diff(cos, cos_hf) <= TOL and max_diff(sin, sin_hf) <= TOL
     x = np.random.default_rng(1).normal(size=(1, 7, 3, 16)).astype(np.float32)
-    q_hf, _ = hf_llama.apply_rotary_pos_emb(torch.tensor(x).transpose(1, 2), torch.tensor(x).transpose(1, 2),
-                                            cos_hf, sin_hf)
+    q_hf, _ = hf_llama.apply_rotary_pos_emb(
+        torch.tensor(x).transpose(1, 2), torch.tensor(x).transpose(1, 2), cos_hf, sin_hf
+    )
     assert max_diff(apply_rope(jnp.asarray(x), cos, sin), q_hf.transpose(1, 2)) <= TOL
 
 
@@ -108,8 +115,9 @@ def test_full_model_logits_match_hf(variant):
     with torch.no_grad():
         hf_logits = model(torch.tensor(tokens)).logits.numpy()
     t = tokens.shape[1]
-    out, _ = forward(params, config, jnp.asarray(tokens), jnp.tile(jnp.arange(t), (2, 1)),
-                     logits_at=jnp.tile(jnp.arange(t), (2, 1)))
+    out, _ = forward(
+        params, config, jnp.asarray(tokens), jnp.tile(jnp.arange(t), (2, 1)), logits_at=jnp.tile(jnp.arange(t), (2, 1))
+    )
     assert out.logits.dtype == jnp.float32
     assert max_diff(out.logits, hf_logits) <= TOL
 
@@ -145,8 +153,9 @@ def test_greedy_generation_matches_hf_for_32_steps(variant):
     config = LlamaConfig.from_dict({**config.to_dict(), "eos_token_ids": []})
     prompt = _tokens(t=11, batch=1)[0].tolist()
     with torch.no_grad():
-        hf_out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=32, min_new_tokens=32,
-                                pad_token_id=0)[0, len(prompt):].tolist()
+        hf_out = model.generate(
+            torch.tensor([prompt]), do_sample=False, max_new_tokens=32, min_new_tokens=32, pad_token_id=0
+        )[0, len(prompt) :].tolist()
     ours = generate_ids(params, config, prompt, Sampling(max_new_tokens=32))
     assert len(ours) == 32
     assert ours == hf_out
@@ -163,8 +172,9 @@ def test_cached_decoding_equals_full_forward():
     steps = [out.logits]
     step = jax.jit(forward, static_argnums=(1,))
     for i in range(12, 20):
-        out, cache = step(params, config, tokens[:, i : i + 1], jnp.array([[i]]), cache,
-                             logits_at=jnp.zeros((1, 1), jnp.int32))
+        out, cache = step(
+            params, config, tokens[:, i : i + 1], jnp.array([[i]]), cache, logits_at=jnp.zeros((1, 1), jnp.int32)
+        )
         steps.append(out.logits)
     assert max_diff(jnp.concatenate(steps, axis=1), full.logits) <= TOL
     assert int(cache.end) == 20 and bool(cache.valid.all())
@@ -174,11 +184,18 @@ def test_right_padding_does_not_change_valid_outputs():
     model = tiny_hf_model(heads=4, kv_heads=2)
     config, params = _our_config(model), params_from_hf(model)
     tokens = _tokens(t=10, batch=1)
-    alone, cache_alone = forward(params, config, jnp.asarray(tokens), jnp.arange(10)[None],
-                                 logits_at=jnp.arange(10)[None])
+    alone, cache_alone = forward(
+        params, config, jnp.asarray(tokens), jnp.arange(10)[None], logits_at=jnp.arange(10)[None]
+    )
     padded = np.concatenate([tokens, np.zeros((1, 6), np.int64)], axis=1)
-    out, cache = forward(params, config, jnp.asarray(padded), jnp.arange(16)[None],
-                         token_valid=jnp.arange(16)[None] < 10, logits_at=jnp.arange(10)[None])
+    out, cache = forward(
+        params,
+        config,
+        jnp.asarray(padded),
+        jnp.arange(16)[None],
+        token_valid=jnp.arange(16)[None] < 10,
+        logits_at=jnp.arange(10)[None],
+    )
     assert max_diff(out.logits, alone.logits) <= 1e-5
     assert max_diff(cache.k[:, :, :10], cache_alone.k) <= 1e-5
     assert not bool(cache.valid[:, :, 10:].any())

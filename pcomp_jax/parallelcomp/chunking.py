@@ -74,13 +74,20 @@ def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
 
 
 def chunk_prompt(
-    tokenizer, context: str, question: str, template: PromptTemplate, *, chunk_tokens: int, split: str = "tokens",
+    tokenizer,
+    context: str,
+    question: str,
+    template: PromptTemplate,
+    *,
+    chunk_tokens: int,
+    split: str = "tokens",
     chat: bool = False,
 ) -> ChunkedPrompt:
     """Tokenize and split. An empty context gives one chunk with an empty piece (plain generation)."""
     if template.needs_question and not question.strip():
-        raise InputError("the question is empty; give a question (or use a template without {question}, such as "
-                         "'summarize')")
+        raise InputError(
+            "the question is empty; give a question (or use a template without {question}, such as 'summarize')"
+        )
     prefix, suffix = template.render(question)
     if chat:
         if not getattr(tokenizer, "chat_template", None):
@@ -92,13 +99,20 @@ def chunk_prompt(
         bos, prefix_ids = (tokenizer.bos_token_id,), prefix_ids[1:]
     suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
     if len(suffix_ids) > chunk_tokens:
-        raise InputError(f"the question part of the prompt is {len(suffix_ids)} tokens, longer than the chunk budget "
-                         f"({chunk_tokens} tokens); shorten the question or raise chunk_tokens")
+        raise InputError(
+            f"the question part of the prompt is {len(suffix_ids)} tokens, longer than the chunk budget "
+            f"({chunk_tokens} tokens); shorten the question or raise chunk_tokens"
+        )
     if split == "tokens":
         ids = tokenizer(context, add_special_tokens=False)["input_ids"]
         pieces = [ids[i : i + chunk_tokens] for i in range(0, len(ids), chunk_tokens)] or [[]]
     else:
         pieces = _split_chars(tokenizer, context, chunk_tokens) if context else [[]]
     budget = round_up(max(1, max(len(p) for p in pieces)), BUDGET_ROUND)
-    return ChunkedPrompt(bos=bos, prefix=tuple(prefix_ids), pieces=tuple(tuple(p) for p in pieces),
-                         suffix=tuple(suffix_ids), piece_budget=budget)
+    return ChunkedPrompt(
+        bos=bos,
+        prefix=tuple(prefix_ids),
+        pieces=tuple(tuple(p) for p in pieces),
+        suffix=tuple(suffix_ids),
+        piece_budget=budget,
+    )

@@ -41,8 +41,10 @@ class TokenEviction:
     def __post_init__(self):
         _check(self.capacity >= 1, f"eviction capacity must be >= 1, got {self.capacity}")
         _check(self.window >= 1, f"eviction window must be >= 1, got {self.window}")
-        _check(self.pool_kernel >= 1 and self.pool_kernel % 2 == 1,
-               f"pool_kernel must be a positive odd number, got {self.pool_kernel}")
+        _check(
+            self.pool_kernel >= 1 and self.pool_kernel % 2 == 1,
+            f"pool_kernel must be a positive odd number, got {self.pool_kernel}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

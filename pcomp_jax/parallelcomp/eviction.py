@@ -16,8 +16,16 @@ from pcomp_jax.parallelcomp.scoring import max_pool, window_attention
 
 
 def evict_tokens(
-    k: jax.Array, v: jax.Array, valid: jax.Array, queries: jax.Array, q_slots: jax.Array, context_len: jax.Array,
-    *, bos_len: int, context_slots: int, eviction: TokenEviction,
+    k: jax.Array,
+    v: jax.Array,
+    valid: jax.Array,
+    queries: jax.Array,
+    q_slots: jax.Array,
+    context_len: jax.Array,
+    *,
+    bos_len: int,
+    context_slots: int,
+    eviction: TokenEviction,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Compress one chunk's cache to `bos_len + min(capacity, context_slots - bos_len)` slots.
 

@@ -67,8 +67,9 @@ class _Plan:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))
-def _group_step(params, buffer: ChunkSet, tokens, total_len, context_len, index, targets, target_valid, *, config,
-                plan: _Plan):
+def _group_step(
+    params, buffer: ChunkSet, tokens, total_len, context_len, index, targets, target_valid, *, config, plan: _Plan
+):
     """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer."""
     t = tokens.shape[1]
     qp = targets.shape[0]
@@ -79,16 +80,32 @@ def _group_step(params, buffer: ChunkSet, tokens, total_len, context_len, index,
         queries_at = None
         if plan.eviction is not None:
             queries_at = jnp.clip(total - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
-        out, cache = forward(params, config, tok[None], pos[None], token_valid=(pos < total)[None],
-                             logits_at=logits_at[None], queries_at=None if queries_at is None else queries_at[None],
-                             attention_backend=plan.backend)
+        out, cache = forward(
+            params,
+            config,
+            tok[None],
+            pos[None],
+            token_valid=(pos < total)[None],
+            logits_at=logits_at[None],
+            queries_at=None if queries_at is None else queries_at[None],
+            attention_backend=plan.backend,
+        )
         nll = question_nll(out.logits[0], targets, target_valid)
         k, v, valid = cache.k[:, 0], cache.v[:, 0], cache.valid[:, 0]  # [L, T, K, H], [L, T, K]
         if plan.eviction is None:
             k, v, valid = keep_context(k, v, valid, ctx, context_slots=plan.context_slots)
         else:
-            k, v, valid = evict_tokens(k, v, valid, out.queries[:, 0], queries_at, ctx, bos_len=plan.bos_len,
-                                       context_slots=plan.context_slots, eviction=plan.eviction)
+            k, v, valid = evict_tokens(
+                k,
+                v,
+                valid,
+                out.queries[:, 0],
+                queries_at,
+                ctx,
+                bos_len=plan.bos_len,
+                context_slots=plan.context_slots,
+                eviction=plan.eviction,
+            )
         return k, v, valid, nll
 
     k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len)
@@ -98,18 +115,26 @@ def _group_step(params, buffer: ChunkSet, tokens, total_len, context_len, index,
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra"))
-def _second_prefill(params, buffer: ChunkSet, q_tokens, q_len, *, config, plan: _Plan,
-                    calibration: Calibration | None, extra: int):
+def _second_prefill(
+    params, buffer: ChunkSet, q_tokens, q_len, *, config, plan: _Plan, calibration: Calibration | None, extra: int
+):
     """Merge the kept chunks and prefill the question over them; returns last logits, cache, next position."""
     chunks = document_order(buffer)
     cache, first_position = merged_cache(chunks, bos_len=plan.bos_len)
     qp = q_tokens.shape[0]
     cache = cache.grow(qp + extra)
     positions = first_position + jnp.arange(qp)
-    out, cache = forward(params, config, q_tokens[None], positions[None], cache,
-                         token_valid=(jnp.arange(qp) < q_len)[None], logits_at=jnp.reshape(q_len - 1, (1, 1)),
-                         key_filter=None if calibration is None else calibration_filter(calibration),
-                         attention_backend=plan.backend)
+    out, cache = forward(
+        params,
+        config,
+        q_tokens[None],
+        positions[None],
+        cache,
+        token_valid=(jnp.arange(qp) < q_len)[None],
+        logits_at=jnp.reshape(q_len - 1, (1, 1)),
+        key_filter=None if calibration is None else calibration_filter(calibration),
+        attention_backend=plan.backend,
+    )
     return out.logits[:, 0], cache, first_position + q_len, chunks.index
 
 
@@ -134,15 +159,21 @@ def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> Non
 def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
-    plan = _Plan(keep=config.keep_chunks, context_slots=prompt.context_slots, bos_len=len(prompt.bos),
-                 eviction=config.eviction, backend=backend)
+    plan = _Plan(
+        keep=config.keep_chunks,
+        context_slots=prompt.context_slots,
+        bos_len=len(prompt.bos),
+        eviction=config.eviction,
+        backend=backend,
+    )
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
     targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
     t = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
     batch = config.chunk_batch
-    buffer = ChunkSet.empty(config.keep_chunks, mc.num_layers, plan.chunk_slots, heads, mc.head_dim,
-                            param_dtype(model.params))
+    buffer = ChunkSet.empty(
+        config.keep_chunks, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params)
+    )
     scores = np.full((prompt.num_chunks,), np.nan)
     peak = 0
     start = time.perf_counter()
@@ -157,17 +188,33 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
             tokens[row, : len(ids)] = ids
             total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
         peak = max(peak, buffer.count + batch)  # the buffer and this group are all the chunk caches alive
-        buffer, nll = _group_step(model.params, buffer, tokens, total, ctx, index, targets, target_valid,
-                                  config=mc, plan=plan)
+        buffer, nll = _group_step(
+            model.params, buffer, tokens, total, ctx, index, targets, target_valid, config=mc, plan=plan
+        )
         scores[list(members)] = np.asarray(nll)[: len(members)]
     logits, cache, position, kept = _second_prefill(
-        model.params, buffer, jnp.asarray(targets), jnp.int32(q_len), config=mc, plan=plan,
-        calibration=config.calibration, extra=config.sampling.max_new_tokens)
+        model.params,
+        buffer,
+        jnp.asarray(targets),
+        jnp.int32(q_len),
+        config=mc,
+        plan=plan,
+        calibration=config.calibration,
+        extra=config.sampling.max_new_tokens,
+    )
     jax.block_until_ready(logits)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    out, counts = decode(model.params, mc, cache, logits, position[None], sampling=config.sampling,
-                         eos_ids=tuple(mc.eos_token_ids), attention_backend=backend)
+    out, counts = decode(
+        model.params,
+        mc,
+        cache,
+        logits,
+        position[None],
+        sampling=config.sampling,
+        eos_ids=tuple(mc.eos_token_ids),
+        attention_backend=backend,
+    )
     ids = np.asarray(out[0, : int(counts[0])]).tolist()
     decode_seconds = time.perf_counter() - start
     valid = np.asarray(cache.valid[:, 0, : int(cache.end)])  # [L, slots, K] after the question
@@ -193,8 +240,14 @@ def _run_single(model, ids: list[int], config: ParallelCompConfig, backend: str,
 
 
 def generate(
-    model, context: str, question: str, config: ParallelCompConfig = ParallelCompConfig(), *,
-    method: str = "parallelcomp", template: str | PromptTemplate = "qa", progress: bool | None = None,
+    model,
+    context: str,
+    question: str,
+    config: ParallelCompConfig = ParallelCompConfig(),
+    *,
+    method: str = "parallelcomp",
+    template: str | PromptTemplate = "qa",
+    progress: bool | None = None,
 ) -> Result:
     """Answer `question` about `context` with `model` (a `pcomp_jax.Model`).
 
@@ -208,8 +261,9 @@ def generate(
         raise InputError("context and question must be strings")
     tok = model.tokenizer
     chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
-    prompt = chunk_prompt(tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens,
-                          split=config.split, chat=chat)
+    prompt = chunk_prompt(
+        tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
+    )
     backend = resolve_backend(model.attention_backend)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -220,10 +274,14 @@ def generate(
         context_ids = tok(context, add_special_tokens=False)["input_ids"]
         extra = {"context_tokens": len(context_ids)}
         if method == "truncate":
-            budget = model.config.trained_context - config.sampling.max_new_tokens - prompt.head_len - len(prompt.suffix)
+            budget = (
+                model.config.trained_context - config.sampling.max_new_tokens - prompt.head_len - len(prompt.suffix)
+            )
             if budget < 2:
-                raise InputError(f"the prompt without context already fills the {model.config.trained_context}-token "
-                                 "window; lower max_new_tokens or shorten the question")
+                raise InputError(
+                    f"the prompt without context already fills the {model.config.trained_context}-token "
+                    "window; lower max_new_tokens or shorten the question"
+                )
             if len(context_ids) > budget:  # keep the first and the last halves, as LongBench does
                 context_ids = context_ids[: budget // 2] + context_ids[len(context_ids) - (budget - budget // 2) :]
             extra["kept_context_tokens"] = len(context_ids)

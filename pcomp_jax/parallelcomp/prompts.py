@@ -50,14 +50,16 @@ def get_template(name_or_template: str | PromptTemplate) -> PromptTemplate:
     if isinstance(name_or_template, PromptTemplate):
         return name_or_template
     if name_or_template not in TEMPLATES:
-        raise ValueError(f"unknown template {name_or_template!r} (built in: {', '.join(TEMPLATES)}; or pass a "
-                         "PromptTemplate)")
+        raise ValueError(
+            f"unknown template {name_or_template!r} (built in: {', '.join(TEMPLATES)}; or pass a PromptTemplate)"
+        )
     return TEMPLATES[name_or_template]
 
 
 def wrap_chat(tokenizer, prefix: str, suffix: str) -> tuple[str, str]:
     """Put prefix/suffix inside one chat user turn followed by the assistant header."""
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": _MARK}], tokenize=False,
-                                             add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _MARK}], tokenize=False, add_generation_prompt=True
+    )
     head, tail = rendered.split(_MARK)
     return head + prefix, suffix + tail
