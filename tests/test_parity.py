@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_tiny import _our_config, params_from_hf, tiny_hf_model
+from hf_tiny import _our_config, max_diff, params_from_hf, tiny_hf_model
 from transformers.models.llama import modeling_llama as hf_llama
 
 from pcomp_jax.cache import KVCache
@@ -35,10 +35,6 @@ VARIANTS = [
     ("qwen2", 4, 1, True, False),
     ("qwen2", 4, 2, True, True),
 ]
-
-
-def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def hf_causal_mask(t: int) -> torch.Tensor:
