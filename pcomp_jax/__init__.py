@@ -3,11 +3,32 @@
 from pcomp_jax.cache import KVCache
 from pcomp_jax.checkpoint import CheckpointError, save_checkpoint
 from pcomp_jax.config import ConfigError, LlamaConfig, RopeScaling, from_hf_config
-from pcomp_jax.generate import Sampling, decode, generate_ids
+from pcomp_jax.decoding import Sampling, decode, generate_ids
 from pcomp_jax.model import Output, forward, init_params
+from pcomp_jax.parallelcomp.chunking import InputError
+from pcomp_jax.parallelcomp.config import (
+    Calibration,
+    ParallelCompConfig,
+    PipelineConfigError,
+    TokenEviction,
+    compat,
+)
+from pcomp_jax.parallelcomp.pipeline import METHODS, Result, generate
+from pcomp_jax.parallelcomp.prompts import TEMPLATES, PromptTemplate
 from pcomp_jax.pretrained import Completion, Model, load
 
 __all__ = [
+    "METHODS",
+    "TEMPLATES",
+    "Calibration",
+    "InputError",
+    "ParallelCompConfig",
+    "PipelineConfigError",
+    "PromptTemplate",
+    "Result",
+    "TokenEviction",
+    "compat",
+    "generate",
     "CheckpointError",
     "Completion",
     "ConfigError",

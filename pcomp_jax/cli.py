@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pcomp_jax.generate import Sampling
+    from pcomp_jax.decoding import Sampling
     from pcomp_jax.pretrained import load
 
     sampling = Sampling(

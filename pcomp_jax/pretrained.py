@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.config import LlamaConfig
-from pcomp_jax.generate import Sampling, generate_ids
+from pcomp_jax.decoding import Sampling, generate_ids
 from pcomp_jax.model import Params
 
 

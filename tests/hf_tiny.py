@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 VOCAB = 320
@@ -18,8 +18,8 @@ CORPUS = [
 
 
 @functools.cache
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with <s>=1 and </s>=2, trained on a few sentences."""
+def tiny_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with <s>=1 and </s>=2, trained on a few sentences; `bos`: it prepends <s>."""
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = __import__("tokenizers").decoders.ByteLevel()
@@ -27,6 +27,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tk.train_from_iterator(CORPUS * 4, trainer)
+    if bos:
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 

@@ -13,7 +13,7 @@ from transformers.models.llama import modeling_llama as hf_llama
 
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
-from pcomp_jax.generate import Sampling, generate_ids
+from pcomp_jax.decoding import Sampling, generate_ids
 from pcomp_jax.model import Attention, DecoderLayer, RMSNorm, _make_step, forward
 from pcomp_jax.rope import apply_rope, rope_tables
 

@@ -63,13 +63,17 @@ def _adds_bos(tokenizer) -> bool:
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
+def split_chars(text: str, n: int) -> list[str]:
+    """n pieces of floor(len/n) characters each, the remainder joined to the last (Part 2, B.3)."""
+    w = len(text) // n
+    return [text[i * w : (i + 1) * w] for i in range(n - 1)] + [text[(n - 1) * w :]]
+
+
 def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
-    """The official split: n = ceil(T / chunk_tokens) pieces of equal character length, remainder in the last."""
+    """The official split: n = ceil(T / chunk_tokens) character pieces of the decoded context, each tokenized."""
     ids = tokenizer(context)["input_ids"]  # with special tokens, as the official code counts T
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    n = max(1, math.ceil(len(ids) / chunk_tokens))
-    w = len(text) // n
-    pieces = [text[i * w : (i + 1) * w] for i in range(n - 1)] + [text[(n - 1) * w :]]
+    pieces = split_chars(text, max(1, math.ceil(len(ids) / chunk_tokens)))
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in pieces]
 
 

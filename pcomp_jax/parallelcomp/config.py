@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pcomp_jax.generate import Sampling
+from pcomp_jax.decoding import Sampling
 
 REGIONS = ("sink", "recent", "middle", "all")
 

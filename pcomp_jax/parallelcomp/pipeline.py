@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pcomp_jax.attention import resolve_backend
-from pcomp_jax.generate import decode, generate_ids
+from pcomp_jax.decoding import decode, generate_ids
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
 from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, round_up

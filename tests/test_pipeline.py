@@ -1,0 +1,421 @@
+"""ParallelComp pipeline on a tiny random model: the invariants of PARALLELCOMP.md Part 2, section L that apply to
+our semantics (numbered as there), static shapes, bounded memory and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hf_tiny import _our_config, params_from_hf, tiny_hf_model, tiny_tokenizer
+
+from pcomp_jax import Model
+from pcomp_jax.cache import KVCache
+from pcomp_jax.decoding import Sampling, decode, generate_ids
+from pcomp_jax.model import forward
+from pcomp_jax.parallelcomp import pipeline
+from pcomp_jax.parallelcomp.chunking import InputError, chunk_prompt, split_chars
+from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, PipelineConfigError, TokenEviction
+from pcomp_jax.parallelcomp.pipeline import generate
+from pcomp_jax.parallelcomp.prompts import PromptTemplate
+from pcomp_jax.parallelcomp.scoring import question_nll
+
+WORDS = (
+    "alpha beta gamma delta river stone cloud paper garden silver window orange market yellow music "
+    "forest candle winter bridge pocket"
+).split()
+TEMPLATE = PromptTemplate(prefix="Read: ", suffix=" Q: {question} A:")
+QUESTION = "what is the key?"
+
+
+def text(n_words: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(WORDS, n_words))
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["bos", "nobos"])
+def model(request) -> Model:
+    hf = tiny_hf_model("llama", heads=4, kv_heads=2, layers=2)
+    return Model(
+        params=params_from_hf(hf),
+        config=_our_config(hf),
+        tokenizer=tiny_tokenizer(bos=request.param),
+        attention_backend="reference",
+    )
+
+
+def cfg(**kw) -> ParallelCompConfig:
+    base = dict(chunk_tokens=48, keep_chunks=2, chunk_batch=2, chat=False, sampling=Sampling(max_new_tokens=6))
+    return ParallelCompConfig(**{**base, **kw})
+
+
+def run(model, context, config=None, **kw):
+    return generate(model, context, QUESTION, config or cfg(), template=TEMPLATE, progress=False, **kw)
+
+
+def prompt_of(model, context, config=None):
+    config = config or cfg()
+    return chunk_prompt(
+        model.tokenizer, context, QUESTION, TEMPLATE, chunk_tokens=config.chunk_tokens, split=config.split
+    )
+
+
+# --- chunking (L.1, L.2) ---------------------------------------------------------------------------------------
+
+
+def test_token_split_count_and_budget(model):
+    context = text(35)
+    n_tokens = len(model.tokenizer(context, add_special_tokens=False)["input_ids"])
+    p = prompt_of(model, context)
+    assert p.num_chunks == math.ceil(n_tokens / 48)
+    assert all(len(piece) <= 48 for piece in p.pieces) and sum(len(x) for x in p.pieces) == n_tokens
+    assert p.chunk_ids(1)[: p.head_len] == p.chunk_ids(0)[: p.head_len]  # same BOS + instruction in every chunk
+    assert p.chunk_ids(1)[-len(p.suffix) :] == list(p.suffix)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_char_split_reproduces_text(n):
+    s = text(40, seed=n)
+    pieces = split_chars(s, n)
+    assert "".join(pieces) == s and len(pieces) == n
+    assert all(len(p) == len(s) // n for p in pieces[:-1])
+
+
+def test_char_split_mode_runs(model):
+    result = run(model, text(35), cfg(split="chars"))
+    assert result.stats["num_chunks"] == len(prompt_of(model, text(35), cfg(split="chars")).pieces)
+
+
+# --- prefill, scoring and selection (L.5-L.10) -------------------------------------------------------------------
+
+
+def test_scores_do_not_depend_on_batching_or_padding(model):
+    """L.5: a chunk's NLL is the same alone (batch 1) or padded inside a batch of 3 (with an empty slot)."""
+    context = text(40)
+    alone = run(model, context, cfg(chunk_batch=1)).stats
+    batched = run(model, context, cfg(chunk_batch=3)).stats
+    np.testing.assert_allclose(alone["chunk_scores"], batched["chunk_scores"], atol=1e-4)
+    assert alone["kept_chunks"] == batched["kept_chunks"]
+
+
+def test_chunk_independence(model):
+    """L.6: changing chunk 2's tokens leaves the scores of the other chunks unchanged."""
+    p = prompt_of(model, text(40))
+    other = tuple(int(t) for t in np.random.default_rng(5).integers(3, 250, len(p.pieces[2])))
+    changed = dataclasses.replace(p, pieces=p.pieces[:2] + (other,) + p.pieces[3:])
+    a = pipeline._run_parallelcomp(model, p, cfg(), "reference", False)[1]["chunk_scores"]
+    b = pipeline._run_parallelcomp(model, changed, cfg(), "reference", False)[1]["chunk_scores"]
+    np.testing.assert_allclose(np.delete(a, 2), np.delete(b, 2), atol=1e-6)
+    assert abs(a[2] - b[2]) > 1e-4
+
+
+def test_score_is_mean_question_nll_of_the_chunk_alone(model):
+    """L.7: I_c equals the mean NLL of the question tokens from a plain forward of that chunk."""
+    context = text(40)
+    p = prompt_of(model, context)
+    stats = run(model, context).stats
+    for i in (0, p.num_chunks - 1):
+        ids = p.chunk_ids(i)
+        ctx, q = p.context_len(i), len(p.suffix)
+        out, _ = forward(
+            model.params,
+            model.config,
+            jnp.asarray([ids]),
+            jnp.arange(len(ids))[None],
+            logits_at=jnp.arange(ctx - 1, ctx - 1 + q)[None],
+        )
+        expected = float(question_nll(out.logits[0], jnp.asarray(p.suffix), jnp.ones(q, bool)))
+        assert abs(stats["chunk_scores"][i] - expected) < 1e-4
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3, 10])
+def test_kept_chunks_are_the_lowest_scores_in_document_order(model, keep):
+    """L.8, L.9: exactly the `keep` lowest scores (all chunks when there are fewer), in increasing order."""
+    stats = run(model, text(50), cfg(keep_chunks=keep)).stats
+    scores = np.asarray(stats["chunk_scores"])
+    expected = sorted(np.argsort(scores, kind="stable")[:keep].tolist())
+    assert stats["kept_chunks"] == expected
+
+
+def test_ties_go_to_the_later_chunk():
+    from pcomp_jax.parallelcomp.select import ChunkSet, keep_lowest
+
+    chunks = ChunkSet.empty(4, 1, 2, 1, 2, jnp.float32).replace(
+        score=jnp.array([1.0, 0.5, 1.0, 2.0]), index=jnp.arange(4, dtype=jnp.int32)
+    )
+    assert sorted(np.asarray(keep_lowest(chunks, 2).index).tolist()) == [1, 2]
+
+
+def test_bounded_memory_with_many_chunks(model):
+    """L.10: chunk caches alive at once never exceed keep_chunks + chunk_batch, whatever the number of chunks."""
+    stats = run(model, text(100), cfg(chunk_tokens=32, keep_chunks=2, chunk_batch=3)).stats
+    assert stats["num_chunks"] >= 10
+    assert stats["peak_chunk_caches"] <= 2 + 3
+
+
+def test_same_bucket_does_not_recompile(model):
+    """Static shapes: contexts of different lengths (and chunk counts) reuse the compiled stages."""
+    run(model, text(30, seed=1))
+    sizes = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
+    run(model, text(45, seed=2))
+    run(model, text(60, seed=3))
+    assert (pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()) == sizes
+
+
+# --- merge, positions and equivalences (L.11-L.14) ---------------------------------------------------------------
+
+
+def test_merged_cache_size_and_question_position(model):
+    """L.11, L.12: valid cache = kept contexts with one BOS, plus the question; the question starts after the
+    longest kept context."""
+    context = text(50)
+    p = prompt_of(model, context)
+    stats = run(model, context).stats
+    kept = stats["kept_chunks"]
+    bos = len(p.bos)
+    expected = sum(p.context_len(i) for i in kept) - (len(kept) - 1) * bos + len(p.suffix)
+    assert stats["cache_tokens_per_layer"] == [expected] * model.config.num_layers
+    assert stats["question_position"] == max(p.context_len(i) for i in kept)
+
+
+def test_one_chunk_equals_vanilla_greedy(model):
+    """L.13: a context shorter than one chunk gives exactly the tokens of plain greedy decoding of the prompt."""
+    context = text(8)
+    p = prompt_of(model, context)
+    assert p.num_chunks == 1
+    config = cfg()
+    ours = run(model, context, config)
+    vanilla = generate_ids(model.params, model.config, p.whole_ids(), config.sampling, "reference")
+    assert ours.tokens == vanilla
+    assert run(model, context, config, method="full").tokens == vanilla
+
+
+def test_empty_context_is_plain_generation(model):
+    result = run(model, "")
+    p = prompt_of(model, "")
+    assert result.stats["num_chunks"] == 1
+    assert result.tokens == generate_ids(model.params, model.config, p.whole_ids([]), cfg().sampling, "reference")
+
+
+def test_second_prefill_equals_dense_union_reference(model):
+    """L.14: with every chunk kept, the answer equals a dense reference where the question attends to the union of
+    the chunks' keys (each with its chunk-local RoPE) and causally to itself, built from separate forwards."""
+    context = text(40)
+    config = cfg(keep_chunks=10)
+    p = prompt_of(model, context, config)
+    ks, vs = [], []
+    for i in range(p.num_chunks):
+        ids = p.chunk_ids(i)[: p.context_len(i)]
+        _, cache = forward(model.params, model.config, jnp.asarray([ids]), jnp.arange(len(ids))[None])
+        start = len(p.bos) if i > 0 else 0  # one BOS in the union
+        ks.append(cache.k[:, :, start:]), vs.append(cache.v[:, :, start:])
+    k, v = jnp.concatenate(ks, axis=2), jnp.concatenate(vs, axis=2)
+    s, q = k.shape[2], len(p.suffix)
+    n = config.sampling.max_new_tokens
+    pad = [(0, 0), (0, 0), (0, q + n), (0, 0), (0, 0)]
+    union = KVCache(
+        k=jnp.pad(k, pad), v=jnp.pad(v, pad), valid=jnp.pad(jnp.ones(k.shape[:-1], bool), pad[:-1]), end=jnp.int32(s)
+    )
+    start = max(p.context_len(i) for i in range(p.num_chunks))
+    out, union = forward(
+        model.params,
+        model.config,
+        jnp.asarray([p.suffix]),
+        (start + jnp.arange(q))[None],
+        union,
+        logits_at=jnp.asarray([[q - 1]]),
+    )
+    ref, count = decode(
+        model.params,
+        model.config,
+        union,
+        out.logits[:, 0],
+        jnp.asarray([start + q]),
+        sampling=config.sampling,
+        eos_ids=tuple(model.config.eos_token_ids),
+    )
+    assert run(model, context, config).tokens == np.asarray(ref[0, : int(count[0])]).tolist()
+
+
+# --- token eviction (L.15-L.18) ----------------------------------------------------------------------------------
+
+
+def test_eviction_keeps_exactly_capacity_per_layer_and_head(model):
+    context = text(50)
+    p = prompt_of(model, context)
+    ev = TokenEviction(capacity=10, window=4)
+    stats = run(model, context, cfg(eviction=ev)).stats
+    kept = stats["kept_chunks"]
+    bos = len(p.bos)
+    # every kept chunk: its BOS + exactly `capacity` context tokens; one BOS in the merge; then the question
+    expected = len(kept) * (bos + 10) - (len(kept) - 1) * bos + len(p.suffix)
+    assert stats["cache_tokens_per_layer"] == [expected] * model.config.num_layers
+    no_ev = run(model, context).stats
+    assert stats["question_position"] == no_ev["question_position"]  # L.18
+    assert stats["chunk_scores"] == no_ev["chunk_scores"]  # L.22 of the paper-vs-code notes: scores use all keys
+
+
+def test_evict_tokens_direct():
+    """L.15, L.17: indices in the candidate set, BOS kept, counts exact per (layer, KV head), also per query head."""
+    from pcomp_jax.parallelcomp.eviction import evict_tokens
+
+    rng = np.random.default_rng(0)
+    layers, t, kh, n, h = 2, 40, 2, 4, 8
+    k = jnp.asarray(rng.normal(size=(layers, t, kh, h)), jnp.float32)
+    k = k.at[:, :, :, 0].set(jnp.arange(t, dtype=jnp.float32)[None, :, None])  # slot id in a channel
+    valid = jnp.ones((layers, t, kh), bool)
+    queries = jnp.asarray(rng.normal(size=(layers, 4, n, h)), jnp.float32)
+    for per_head in (False, True):
+        ev = TokenEviction(capacity=7, window=4, per_query_head=per_head)
+        ks, _, vs = evict_tokens(
+            k, k, valid, queries, jnp.arange(36, 40), jnp.int32(30), bos_len=1, context_slots=32, eviction=ev
+        )
+        heads = n if per_head else kh
+        assert ks.shape == (layers, 8, heads, h) and bool(vs.all())
+        slots = np.asarray(ks[..., 0])  # [L, 8, heads]
+        assert (slots[:, 0] == 0).all()  # BOS
+        assert ((slots[:, 1:] >= 1) & (slots[:, 1:] < 30)).all()  # candidates: context tokens after the BOS
+        assert (np.diff(slots[:, 1:], axis=1) > 0).all()  # original order, no repeats
+
+
+def test_large_capacity_is_identity(model):
+    """L.16: capacity >= chunk length keeps everything: same answer as no eviction."""
+    context = text(40)
+    big = run(model, context, cfg(eviction=TokenEviction(capacity=10_000, window=4)))
+    assert big.tokens == run(model, context).tokens
+
+
+def test_max_pool_is_monotone_and_respects_candidates():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pcomp_jax.parallelcomp.scoring import max_pool
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.floats(0, 1), min_size=3, max_size=40), st.integers(0, 5), st.sampled_from([1, 3, 7]))
+    def check(values, lo, kernel):
+        s = jnp.asarray(values, jnp.float32)
+        cand = jnp.arange(len(values)) >= min(lo, len(values) - 1)
+        pooled = np.asarray(max_pool(s, cand, kernel))
+        c = np.asarray(cand)
+        assert (pooled[c] >= np.asarray(s)[c]).all() and np.isneginf(pooled[~c]).all()
+        for j in np.flatnonzero(c):  # pooled = max over the window within the candidates
+            window = [values[i] for i in range(max(0, j - kernel // 2), min(len(values), j + kernel // 2 + 1)) if c[i]]
+            assert pooled[j] == pytest.approx(max(window))
+
+    check()
+
+
+# --- calibration (L.20-L.22) -------------------------------------------------------------------------------------
+
+
+def test_calibration_threshold_one_is_identity(model):
+    context = text(40)
+    calib = Calibration(region="all", layers=(0, 1), threshold=1.0)
+    assert run(model, context, cfg(calibration=calib)).tokens == run(model, context).tokens
+
+
+def test_calibration_removes_equal_counts_only_in_range_and_region():
+    from pcomp_jax.parallelcomp.calibration import attention_profile, calibrate, calibration_filter, region_mask
+
+    rng = np.random.default_rng(1)
+    b, t, n, kh, h, s = 1, 3, 4, 2, 8, 60
+    q = jnp.asarray(rng.normal(size=(b, t, n, h)) * 3, jnp.float32)
+    k = jnp.asarray(rng.normal(size=(b, s, kh, h)) * 3, jnp.float32)
+    valid = jnp.asarray(rng.random((b, s, kh)) > 0.1).at[:, 57:].set(True)
+    q_valid, q_slots = jnp.ones((b, t), bool), jnp.arange(57, 60)
+    calib = Calibration(region="sink", layers=(1, 2), threshold=0.02, region_width=20)
+    filt = calibration_filter(calib)
+    assert bool((filt(0, q, q_valid, q_slots, k, valid) == valid).all())  # outside lo..hi: untouched
+    new = filt(1, q, q_valid, q_slots, k, valid)
+    removed = np.asarray(valid & ~new).transpose(0, 2, 1)  # [B, K, S]
+    assert bool((new <= valid).all())  # only removes
+    counts = removed.sum(-1)
+    assert (counts == counts.max()).all() and counts.max() > 0  # the same M for every head
+    profile = np.asarray(attention_profile(q, q_valid, q_slots, k, valid, 1))
+    valid_t = np.asarray(valid).transpose(0, 2, 1)
+    outlier = valid_t & np.asarray(region_mask(jnp.asarray(valid_t), "sink", 20)) & (profile > 0.02)
+    assert (removed >= outlier).all()  # every outlier removed; padding removals are the lowest-profile keys
+    for head in range(kh):
+        extra = removed[0, head] & ~outlier[0, head]
+        if extra.any():
+            kept = valid_t[0, head] & ~removed[0, head]
+            assert profile[0, head][extra].max() <= profile[0, head][kept].min() + 1e-7
+    assert not removed[..., 57:].any()  # sink region: the question's own keys stay (L.22)
+    np.testing.assert_array_equal(
+        np.asarray(calibrate(jnp.asarray(profile), jnp.asarray(valid_t), dataclasses.replace(calib, threshold=1.0))),
+        valid_t,
+    )
+
+
+def test_calibration_runs_in_pipeline_and_shrinks_cache(model):
+    calib = Calibration(region="all", layers=(1, 1), threshold=0.05, region_width=10)
+    stats = run(model, text(40), cfg(calibration=calib)).stats
+    base = run(model, text(40)).stats
+    assert stats["cache_tokens_per_layer"][0] == base["cache_tokens_per_layer"][0]
+    assert stats["cache_tokens_per_layer"][1] <= base["cache_tokens_per_layer"][1]
+
+
+# --- decoding, methods (L.23, L.24) ------------------------------------------------------------------------------
+
+
+def test_decoding_bounds_and_eos(model):
+    result = run(model, text(30))
+    assert 1 <= len(result.tokens) <= 6
+    eos = model.config.eos_token_ids
+    assert all(t not in eos for t in result.tokens[:-1])
+    assert QUESTION not in result.text
+
+
+def test_truncate_keeps_first_and_last_halves(model):
+    context = text(100)
+    ids = model.tokenizer(context, add_special_tokens=False)["input_ids"]
+    p = prompt_of(model, context)
+    result = run(model, context, method="truncate")
+    budget = model.config.trained_context - 6 - p.head_len - len(p.suffix)
+    assert len(ids) > budget and result.stats["kept_context_tokens"] == budget
+    assert result.stats["prompt_tokens"] == p.head_len + budget + len(p.suffix)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"question": ""}, InputError, "question is empty"),
+        ({"question": "why " * 80}, InputError, "longer than the chunk budget"),
+        (
+            {"config": cfg(chunk_tokens=500), "context": text(100)},
+            InputError,
+            "does not fit the model's 512-token training window",
+        ),
+        ({"method": "magic"}, InputError, "unknown method"),
+    ],
+)
+def test_bad_input_messages(model, kwargs, error, message):
+    args = {"context": text(40), "question": QUESTION, "config": cfg(), "template": TEMPLATE, "progress": False}
+    with pytest.raises(error, match=message):
+        generate(model, **{**args, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"keep_chunks": 0}, "keep_chunks must be >= 1"),
+        ({"chunk_tokens": 0}, "chunk_tokens must be >= 1"),
+        ({"split": "words"}, "split must be"),
+    ],
+)
+def test_bad_config_messages(change, message):
+    with pytest.raises(PipelineConfigError, match=message):
+        cfg(**change)
+
+
+def test_bad_sub_config_messages():
+    with pytest.raises(PipelineConfigError, match="region must be one of"):
+        Calibration(region="edges")
+    with pytest.raises(PipelineConfigError, match="pool_kernel"):
+        TokenEviction(pool_kernel=4)
