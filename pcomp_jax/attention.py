@@ -6,8 +6,9 @@ valid for its KV head.
 
 - "reference": head-major batched matmuls in float32 accumulation, blocked over queries so a long prefill never
   holds a [T, S] score matrix per head at once (fast on XLA:CPU, see FIELD_NOTES).
-- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU
-  (keys are exactly the new tokens, right-padded); masked attention over an existing cache uses the reference.
+- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU in
+  bfloat16/float16 (keys are exactly the new tokens, right-padded); float32 models and masked attention over an
+  existing cache use the reference.
 - "auto": cuDNN on a GPU, the reference elsewhere.
 """
 

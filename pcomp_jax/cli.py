@@ -1,4 +1,8 @@
-"""Command line: `python -m pcomp_jax generate --ckpt DIR --prompt TEXT [--json]`."""
+"""Command line: `python -m pcomp_jax generate ...`.
+
+Two modes: `--prompt TEXT` completes a prompt (plain generation); `--context-file F --question Q` answers a question
+about a long document with ParallelComp (or the `full` / `truncate` baselines).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,41 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 EPILOG = """examples:
   python -m pcomp_jax generate --ckpt checkpoints/smollm2 --prompt "The capital of France is"
   python -m pcomp_jax generate --ckpt checkpoints/smollm2 --chat --prompt "Name three colours." --json
+  python -m pcomp_jax generate --ckpt checkpoints/smollm2 --context-file book.txt \\
+      --question "Who is the narrator?" --chunk-tokens 2048 --keep-chunks 3
+  cat report.txt | python -m pcomp_jax generate --ckpt checkpoints/smollm2 --context-file - \\
+      --template summarize --max-new-tokens 200 --json
 """
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
+def _layers(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI such as 0-7, got {text!r}") from None
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pcomp_jax.parallelcomp.config import REGIONS
+    from pcomp_jax.parallelcomp.pipeline import METHODS
+    from pcomp_jax.parallelcomp.prompts import TEMPLATES
+
     parser = argparse.ArgumentParser(
         prog="python -m pcomp_jax",
         description="Run pcomp-jax models.",
@@ -30,14 +54,60 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser(
         "generate",
-        help="complete a prompt with a converted checkpoint",
+        help="complete a prompt, or answer a question about a long document",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
-        description="Complete a prompt. Convert a model first with `python -m convert.hf_to_flax`.",
+        description="Complete --prompt, or answer --question about --context-file with ParallelComp. Convert a "
+        "model first with `python -m convert.hf_to_flax`.",
     )
     gen.add_argument("--ckpt", required=True, help="checkpoint directory written by convert.hf_to_flax")
-    gen.add_argument("--prompt", required=True, help="text to complete")
-    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
+    what = gen.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="text to complete (plain generation)")
+    what.add_argument("--context-file", metavar="F", help="UTF-8 text file with the long context, or - for stdin")
+    gen.add_argument("--question", default="", help="the question about the context")
+    gen.add_argument(
+        "--method",
+        choices=METHODS,
+        default="parallelcomp",
+        help="parallelcomp (default), full (whole context in one pass) or truncate (middle-truncate "
+        "to the model's training window)",
+    )
+    gen.add_argument(
+        "--template",
+        choices=sorted(TEMPLATES),
+        default="qa",
+        help="prompt around the context (default qa; retrieval for needle/passkey questions)",
+    )
+    gen.add_argument("--chunk-tokens", type=_positive, default=2048, help="context tokens per chunk (default 2048)")
+    gen.add_argument("--keep-chunks", type=_positive, default=3, help="chunks kept after eviction (default 3)")
+    gen.add_argument("--chunk-batch", type=_positive, default=4, help="chunks prefilled together (default 4)")
+    gen.add_argument(
+        "--split",
+        choices=["tokens", "chars"],
+        default="tokens",
+        help="split by tokens (default) or by characters as the official code does",
+    )
+    gen.add_argument(
+        "--capacity",
+        type=_positive,
+        default=None,
+        help="enable token eviction: context tokens kept per chunk, layer and KV head",
+    )
+    gen.add_argument("--calibrate", choices=REGIONS, default=None, help="enable attention calibration in a region")
+    gen.add_argument(
+        "--calibrate-layers",
+        type=_layers,
+        default=(0, 7),
+        metavar="LO-HI",
+        help="0-based inclusive layer range for calibration (default 0-7)",
+    )
+    gen.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wrap the prompt in the tokenizer's chat template (default: plain for --prompt; for "
+        "--context-file, when the tokenizer has one)",
+    )
     gen.add_argument("--max-new-tokens", type=_positive, default=64, help="most tokens to generate (default 64)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
@@ -48,36 +118,73 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto = cuDNN on GPU, reference jnp elsewhere",
     )
-    gen.add_argument("--json", action="store_true", help="print one JSON object {text, tokens, seconds}")
+    gen.add_argument(
+        "--json", action="store_true", help="print one JSON object: text, tokens, seconds, and stats for --context-file"
+    )
     return parser
+
+
+def read_context(path: str) -> str:
+    """The context text from a file or stdin, with clear errors for missing or non-UTF-8 input."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        name = "standard input"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"context file not found: {path}")
+        data = p.read_bytes()
+        name = path
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name} is not UTF-8 text (byte {err.start}); convert it first, e.g. with iconv") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pcomp_jax.decoding import Sampling
+    from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
+    from pcomp_jax.parallelcomp.pipeline import generate
     from pcomp_jax.pretrained import load
 
+    long_context = args.context_file is not None
     sampling = Sampling(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=1 if long_context else 0,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
     )
+    if long_context:
+        context = read_context(args.context_file)  # before loading the model: fail fast on bad input
+        config = ParallelCompConfig(
+            chunk_tokens=args.chunk_tokens,
+            keep_chunks=args.keep_chunks,
+            chunk_batch=args.chunk_batch,
+            split=args.split,
+            chat=args.chat,
+            sampling=sampling,
+            eviction=TokenEviction(capacity=args.capacity) if args.capacity else None,
+            calibration=Calibration(region=args.calibrate, layers=args.calibrate_layers) if args.calibrate else None,
+        )
     model = load(args.ckpt, attention_backend=args.attention_backend)
     start = time.perf_counter()
-    result = model.complete(args.prompt, sampling, chat=args.chat)
-    seconds = time.perf_counter() - start
-    if args.json:
-        print(json.dumps({"text": result.text, "tokens": result.tokens, "seconds": round(seconds, 3)}))
+    if long_context:
+        result = generate(model, context, args.question, config, method=args.method, template=args.template)
+        payload = {"text": result.text, "tokens": result.tokens, "stats": result.stats}
     else:
-        print(result.text)
+        result = model.complete(args.prompt, sampling, chat=bool(args.chat))
+        payload = {"text": result.text, "tokens": result.tokens}
+    payload["seconds"] = round(time.perf_counter() - start, 3)
+    print(json.dumps(payload) if args.json else result.text)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pcomp_jax.checkpoint import CheckpointError
-    from pcomp_jax.config import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return cmd_generate(args)
-    except (CheckpointError, ConfigError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # every user-facing error type of ours is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -97,7 +97,7 @@ class Attention(nn.Module):
         if step.key_filter is not None:
             cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
 
-        if step.fresh and step.backend == "cudnn":
+        if step.fresh and step.backend == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
             out = cudnn_causal_attention(q, k, v, step.token_valid.sum(-1).astype(jnp.int32))
         elif step.fresh:
             out = causal_attention(q, k, v, new_valid)

@@ -73,3 +73,18 @@ def test_greedy_continuation_matches_transformers(smollm2, smollm2_hf, prompt):
 def test_capital_of_france_is_paris(smollm2):
     result = smollm2.complete("The capital of France is", Sampling(max_new_tokens=4))
     assert result.text.strip().startswith("Paris"), result.text
+
+
+@pytest.mark.parametrize("depth", [0.3, 0.8])
+def test_parallelcomp_finds_a_needle_the_chunks_never_saw_together(smollm2, depth):
+    """A 5K-token haystack in 1K chunks: the needle's chunk has the lowest question NLL and the answer quotes it."""
+    from pcomp_jax import ParallelCompConfig, generate, haystack
+
+    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 5000, depth)
+    config = ParallelCompConfig(
+        chunk_tokens=1024, keep_chunks=1, sampling=Sampling(max_new_tokens=24, min_new_tokens=1)
+    )
+    result = generate(smollm2, sample.context, sample.question, config, template="retrieval", progress=False)
+    scores = result.stats["chunk_scores"]
+    assert result.stats["num_chunks"] == 5 and result.stats["kept_chunks"] == [int(np.argmin(scores))]
+    assert sample.correct(result.text), result.text
