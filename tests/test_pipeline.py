@@ -419,3 +419,14 @@ def test_bad_sub_config_messages():
         Calibration(region="edges")
     with pytest.raises(PipelineConfigError, match="pool_kernel"):
         TokenEviction(pool_kernel=4)
+
+
+def test_per_query_head_eviction_end_to_end(model):
+    """The official per-head selection: the cache stores KV heads repeated per query head, the question and decoding
+    run over it, and a capacity that keeps everything gives the same answer as no eviction."""
+    context = text(40)
+    ev = TokenEviction(capacity=10, window=4, per_query_head=True)
+    stats = run(model, context, cfg(eviction=ev)).stats
+    assert stats["kept_chunks"] == run(model, context).stats["kept_chunks"]
+    big = TokenEviction(capacity=10_000, window=4, per_query_head=True)
+    assert run(model, context, cfg(eviction=big)).tokens == run(model, context).tokens
