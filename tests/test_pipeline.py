@@ -430,3 +430,11 @@ def test_per_query_head_eviction_end_to_end(model):
     assert stats["kept_chunks"] == run(model, context).stats["kept_chunks"]
     big = TokenEviction(capacity=10_000, window=4, per_query_head=True)
     assert run(model, context, cfg(eviction=big)).tokens == run(model, context).tokens
+
+
+def test_streaming_keeps_sinks_and_recent_window(model):
+    context = text(100)
+    p = prompt_of(model, context)
+    stats = run(model, context, method="streaming").stats
+    budget = model.config.trained_context - 6
+    assert len(p.whole_ids()) > budget and stats["prompt_tokens"] == budget

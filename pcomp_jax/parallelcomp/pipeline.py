@@ -7,6 +7,9 @@ with like:
   calibration, then the question and the answer decoded over the merged cache (PARALLELCOMP.md Part 1).
 - "full": the whole prompt in one causal pass (positions run past the training window).
 - "truncate": the context middle-truncated so prompt + answer fit the training window (as LongBench does).
+- "streaming": a StreamingLLM-style cache: the first 4 prompt tokens (attention sinks) and the most recent tokens
+  that fit the training window, in one pass with contiguous positions (the recent window is encoded over itself,
+  not streamed token by token).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
 
-METHODS = ("parallelcomp", "full", "truncate")
+METHODS = ("parallelcomp", "full", "truncate", "streaming")
+STREAMING_SINKS = 4
 QUESTION_BUCKET = 32
 CHUNK_BUCKET = 128
 
@@ -273,18 +277,20 @@ def generate(
     else:
         context_ids = tok(context, add_special_tokens=False)["input_ids"]
         extra = {"context_tokens": len(context_ids)}
+        budget = model.config.trained_context - config.sampling.max_new_tokens
         if method == "truncate":
-            budget = (
-                model.config.trained_context - config.sampling.max_new_tokens - prompt.head_len - len(prompt.suffix)
-            )
-            if budget < 2:
+            room = budget - prompt.head_len - len(prompt.suffix)
+            if room < 2:
                 raise InputError(
                     f"the prompt without context already fills the {model.config.trained_context}-token "
                     "window; lower max_new_tokens or shorten the question"
                 )
-            if len(context_ids) > budget:  # keep the first and the last halves, as LongBench does
-                context_ids = context_ids[: budget // 2] + context_ids[len(context_ids) - (budget - budget // 2) :]
+            if len(context_ids) > room:  # keep the first and the last halves, as LongBench does
+                context_ids = context_ids[: room // 2] + context_ids[len(context_ids) - (room - room // 2) :]
             extra["kept_context_tokens"] = len(context_ids)
-        ids, stats = _run_single(model, prompt.whole_ids(context_ids), config, backend, extra)
+        ids = prompt.whole_ids(context_ids)
+        if method == "streaming" and len(ids) > budget:
+            ids = ids[:STREAMING_SINKS] + ids[len(ids) - (budget - STREAMING_SINKS) :]
+        ids, stats = _run_single(model, ids, config, backend, extra)
     stats = {"method": method, **stats}
     return Result(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=ids, stats=stats)

@@ -14,18 +14,18 @@ _MARK = "\x00CONTEXT\x00"
 
 @dataclasses.dataclass(frozen=True)
 class PromptTemplate:
-    """prefix + context + suffix; `suffix` may contain `{question}`."""
+    """prefix + context + suffix; either part may contain `{question}`."""
 
     prefix: str
     suffix: str
 
     @property
     def needs_question(self) -> bool:
-        return "{question}" in self.suffix
+        return "{question}" in self.prefix + self.suffix
 
     def render(self, question: str) -> tuple[str, str]:
-        """(prefix, suffix) with the question filled in."""
-        return self.prefix, self.suffix.replace("{question}", question)
+        """(prefix, suffix) with the question filled in (it may appear in either)."""
+        return self.prefix.replace("{question}", question), self.suffix.replace("{question}", question)
 
 
 TEMPLATES = {

@@ -1,0 +1,5 @@
+import sys
+
+from pcomp_jax.eval.cli import main
+
+sys.exit(main())

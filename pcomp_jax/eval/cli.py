@@ -1,0 +1,152 @@
+"""`python -m pcomp_jax.eval`: run a task with one or more methods, score, summarize, plot.
+
+Outputs in --out: predictions.jsonl (one line per method and sample; re-running skips what is there, so an
+interrupted run resumes), summary.json, summary.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """examples:
+  python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task passkey --method parallelcomp,truncate \\
+      --lengths 8k,16k,32k --samples 20 --out runs/passkey
+  python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task passkey --data infinitebench_passkey.zip \\
+      --method parallelcomp --samples 20 --out runs/passkey_ib
+  python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task niah --lengths 8k,16k,32k,64k --depths 10 \\
+      --method parallelcomp,truncate,streaming --out runs/niah
+  python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task longbench:multi_news --data multi_news.jsonl \\
+      --longbench-config LongBench/config --method parallelcomp+evict-256 --samples 30 --out runs/multi_news
+"""
+
+
+def parse_length(text: str) -> int:
+    text = text.strip().lower()
+    try:
+        return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad length {text!r} (use e.g. 8k, 128k or 4000)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pcomp_jax.eval.tasks import TASKS
+
+    p = argparse.ArgumentParser(
+        prog="python -m pcomp_jax.eval",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (convert.hf_to_flax)")
+    p.add_argument("--task", required=True, help=f"one of {', '.join(sorted(TASKS))}, or longbench:<dataset>")
+    p.add_argument(
+        "--method",
+        default="parallelcomp",
+        help="comma-separated: parallelcomp[+evict[-CAP]][+calib-REGION-LO-HI][+keep-K], full, "
+        "truncate, streaming (default parallelcomp)",
+    )
+    p.add_argument("--lengths", default="8k,16k,32k", help="comma-separated lengths for generated tasks")
+    p.add_argument("--samples", type=int, default=10, help="samples per length (datasets: the first N)")
+    p.add_argument("--depths", type=int, default=10, help="niah: depths per length (default 10)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset file (InfiniteBench JSONL or zip; LongBench JSONL; niah: a directory of .txt files)",
+    )
+    p.add_argument("--longbench-config", default=None, help="LongBench's config/ directory (prompts, max lengths)")
+    p.add_argument("--chunk-tokens", type=int, default=2048, help="ParallelComp chunk budget (default 2048)")
+    p.add_argument("--keep-chunks", type=int, default=1, help="ParallelComp chunks kept (default 1)")
+    p.add_argument("--chunk-batch", type=int, default=4, help="chunks prefilled together (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
+    p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
+    p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tqdm.auto import tqdm
+
+    from pcomp_jax.decoding import Sampling
+    from pcomp_jax.eval.methods import parse_method
+    from pcomp_jax.eval.report import markdown_table, plot, summarize
+    from pcomp_jax.eval.tasks import get_task
+    from pcomp_jax.parallelcomp.config import ParallelCompConfig
+    from pcomp_jax.parallelcomp.pipeline import generate
+    from pcomp_jax.pretrained import load
+
+    task = get_task(args.task)
+    base = ParallelCompConfig(
+        chunk_tokens=args.chunk_tokens, keep_chunks=args.keep_chunks, chunk_batch=args.chunk_batch
+    )
+    methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]
+    lengths = [parse_length(x) for x in args.lengths.split(",")] if task.needs_lengths else []
+    model = load(args.ckpt, dtype=args.dtype)
+    options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
+    samples = task.make(model.tokenizer, lengths, args.samples, args.seed, options)
+    if not samples:
+        raise ValueError("the task produced no samples")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_file = out / "predictions.jsonl"
+    rows = [json.loads(line) for line in pred_file.read_text().splitlines()] if pred_file.exists() else []
+    done = {(r["method"], r["id"]) for r in rows}
+    todo = [(m, s) for m in methods for s in samples if (m[0], s.id) not in done]
+    with pred_file.open("a") as f:
+        for (name, method, config), sample in tqdm(
+            todo, desc=args.task, unit="sample", file=sys.stderr, disable=not sys.stderr.isatty()
+        ):
+            config = config.replace(sampling=Sampling(max_new_tokens=sample.max_new_tokens, min_new_tokens=1))
+            start = time.perf_counter()
+            result = generate(
+                model, sample.context, sample.question, config, method=method, template=sample.template, progress=False
+            )
+            row = {
+                "task": args.task,
+                "method": name,
+                "id": sample.id,
+                "length": sample.length,
+                "prediction": result.text,
+                "answers": list(sample.answers),
+                "score": task.score(result.text, sample),
+                "seconds": round(time.perf_counter() - start, 3),
+                "meta": sample.meta,
+                "stats": {k: v for k, v in result.stats.items() if k != "chunk_scores"},
+            }
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            rows.append(row)
+    wanted = {s.id for s in samples}
+    rows = [r for r in rows if r["id"] in wanted and r["method"] in {m[0] for m in methods}]
+    summary = summarize(rows)
+    import jax
+
+    meta = {
+        "task": args.task,
+        "ckpt": str(args.ckpt),
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv),
+        "args": vars(args),
+    }
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1) + "\n")
+    table = markdown_table(args.task, summary)
+    (out / "summary.md").write_text(f"{table}\n{meta['device']}, jax {meta['jax']}, {meta['date']}\n")
+    plot(args.task, rows, summary, out)
+    print(table)
+    return {"meta": meta, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,182 @@
+"""Evaluation harness: metrics against hand-computed values, generators, dataset readers, and the CLI end to end
+on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hf_tiny import tiny_tokenizer
+
+from pcomp_jax.eval import metrics as m
+from pcomp_jax.eval.cli import main, parse_length
+from pcomp_jax.eval.methods import parse_method
+from pcomp_jax.eval.report import markdown_table, summarize
+from pcomp_jax.eval.tasks import get_task, longbench_template
+from pcomp_jax.parallelcomp.chunking import chunk_prompt
+from pcomp_jax.parallelcomp.config import ParallelCompConfig
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+
+
+def test_qa_f1_hand_values():
+    assert m.qa_f1("The cat", "cat") == 1.0
+    assert m.qa_f1("a black cat sat", "the black dog") == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3) * 1)
+    assert m.qa_f1("Paris!", "paris") == 1.0 and m.qa_f1("", "x") == 0.0
+
+
+def test_count_retrieval_classification():
+    assert m.count("3 or 4", "3") == 0.5
+    assert m.count("none", "3") == 0.0
+    assert m.retrieval("Paragraph 3", "Paragraph 3") == 1.0
+    assert m.retrieval("Paragraph 3 or 12", "Paragraph 3") == 0.5
+    assert m.retrieval_zh("段落5", "段落5") == 1.0
+    classes = ["Location", "Abbreviation", "Number of something"]
+    assert m.classification("Location", "Location", all_classes=classes) == 1.0
+    assert m.classification("Location or Abbreviation", "Location", all_classes=classes) == 0.5
+    # "Number" names a class that is a substring of the ground truth only: it does not count as a match
+    assert (
+        m.classification("Number of something", "Number of something", all_classes=["Number", "Number of something"])
+        == 1.0
+    )
+
+
+def test_rouge_l_fixed_pair():
+    # LCS of the two is "one two four five", 4 of 5 words each way: P = R = F = 0.8
+    assert m.rouge_l("one two three four five", "one two six four five") == pytest.approx(0.8, abs=1e-6)
+    # LCS "one four" of 4 and 2 words: P = 2/4, R = 2/2, F = 2PR/(P+R) = 2/3
+    assert m.rouge_l("one two three four", "one four") == pytest.approx(2 / 3, abs=1e-6)
+    assert m.rouge_l("", "anything") == 0.0
+
+
+def test_code_sim_uses_first_code_line():
+    assert m.code_sim("# comment\nreturn x + 1\nmore", "return x + 1") == 1.0
+    assert 0 < m.code_sim("return y", "return x + 1") < 1
+
+
+def test_first_integer_and_word_match():
+    assert m.first_integer("The pass key is 71432. Or 5", "71432") == 1.0
+    assert m.first_integer("It is 5 and 71432", "71432") == 0.0
+    assert m.word_match('The value is "a1b2-c3".', "a1b2-c3") == 1.0
+    assert m.word_match("The value is a1b2-c3x", "a1b2-c3") == 0.0
+
+
+def test_longbench_first_line_rule_and_max_over_answers():
+    assert m.longbench_score("triviaqa", "\nParis\nLondon", ["London", "Paris"]) == 1.0
+    assert m.longbench_score("triviaqa", "London is wrong\nParis", ["Paris"]) == 0.0
+    assert m.longbench_score("multi_news", "a b c", ["x y", "a b c"]) == pytest.approx(1.0)
+
+
+# --- generators ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["passkey", "number_string"])
+def test_generated_needle_once_at_depth_and_length_within_2_percent(name):
+    tok = tiny_tokenizer()
+    task = get_task(name)
+    for s in task.make(tok, [1500, 3000], 3, seed=1, options={}):
+        answer = s.answers[0]
+        assert s.context.count(answer) == 2  # the needle sentence states it twice ("... X. Remember it. X is ...")
+        assert s.context.count("Remember it.") == 1
+        at = s.context.index("Remember it.") / len(s.context)
+        assert abs(at - s.meta["depth"]) < 0.05
+        p = chunk_prompt(tok, s.context, s.question, s.template, chunk_tokens=1 << 30)
+        assert abs(len(p.whole_ids()) - s.length) <= 0.02 * s.length
+
+
+def test_generators_are_deterministic():
+    tok = tiny_tokenizer()
+    a = get_task("passkey").make(tok, [800], 2, seed=3, options={})
+    b = get_task("passkey").make(tok, [800], 2, seed=3, options={})
+    c = get_task("passkey").make(tok, [800], 2, seed=4, options={})
+    assert a == b and a != c
+
+
+def test_kv_retrieval_key_is_present_once():
+    tok = tiny_tokenizer()
+    for s in get_task("kv_retrieval").make(tok, [1500], 2, seed=0, options={}):
+        key = s.question.split("key ")[1].split(" ")[0]
+        data = json.loads(s.context.removeprefix("JSON data:\n"))
+        assert data[key] == s.answers[0] and s.context.count(key) == 1
+
+
+def test_infinitebench_passkey_zip_reader():
+    zip_path = SHARED / "infinitebench" / "infinitebench_passkey_8k-64k_archive.zip"
+    samples = get_task("passkey").make(None, [], 2, seed=0, options={"data": str(zip_path)})
+    assert len(samples) == 8 and sorted({s.length for s in samples}) == [8192, 16384, 32768, 65536]
+    assert all(s.answers[0] in s.context for s in samples)
+
+
+def test_longbench_reader_and_official_template():
+    data = SHARED / "longbench" / "multi_news.jsonl"
+    options = {"data": str(data), "longbench_config": str(SHARED / "longbench" / "config_official")}
+    samples = get_task("longbench:multi_news").make(None, [], 3, seed=0, options=options)
+    assert len(samples) == 3 and samples[0].max_new_tokens == 512 and samples[0].answers
+    template, _ = longbench_template(options["longbench_config"], "passage_retrieval_en")
+    assert "{question}" in template.suffix and "{context}" not in template.prefix + template.suffix
+    with pytest.raises(ValueError, match="need --data"):
+        get_task("longbench:multi_news").make(None, [], 3, seed=0, options={})
+    with pytest.raises(ValueError, match="unknown LongBench dataset"):
+        get_task("longbench:nope")
+
+
+# --- methods, report, CLI --------------------------------------------------------------------------------------
+
+
+def test_method_names():
+    base = ParallelCompConfig()
+    method, config = parse_method("parallelcomp+evict-256+calib-sink-0-7+keep-2", base)
+    assert method == "parallelcomp" and config.eviction.capacity == 256 and config.keep_chunks == 2
+    assert config.calibration.region == "sink" and config.calibration.layers == (0, 7)
+    assert parse_method("streaming", base)[0] == "streaming"
+    for bad, msg in [
+        ("magic", "unknown method"),
+        ("parallelcomp+zap", "unknown modifier"),
+        ("truncate+evict", "parallelcomp only"),
+        ("parallelcomp+calib-sink", "bad modifier"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            parse_method(bad, base)
+
+
+def test_lengths_and_table():
+    assert parse_length("8k") == 8192 and parse_length("128K") == 131072 and parse_length("4000") == 4000
+    rows = [{"method": "a", "length": 8192, "score": 1.0}, {"method": "a", "length": 8192, "score": 0.0}]
+    summary = summarize(rows)
+    assert summary == [{"method": "a", "length": 8192, "samples": 2, "score": 50.0}]
+    assert "| a | 50.00 (n=2) |" in markdown_table("t", summary)
+
+
+def test_eval_cli_end_to_end_and_resume(tiny_checkpoint, tmp_path, capsys):
+    ckpt, _ = tiny_checkpoint
+    out = tmp_path / "run"
+    argv = [
+        "--ckpt",
+        str(ckpt),
+        "--task",
+        "passkey",
+        "--method",
+        "parallelcomp,truncate,streaming",
+        "--lengths",
+        "600,900",
+        "--samples",
+        "2",
+        "--chunk-tokens",
+        "128",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 2 and {r["method"] for r in rows} == {"parallelcomp", "truncate", "streaming"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["summary"]) == 6 and summary["meta"]["task"] == "passkey"
+    assert (out / "summary.md").exists() and (out / "score_by_length.png").stat().st_size > 1000
+    assert main(argv) == 0  # resumed: nothing new is predicted
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 12
+    assert main([*argv[:3], "longbench:multi_news", *argv[4:]]) == 2
+    assert "need --data" in capsys.readouterr().err
