@@ -70,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     from tqdm.auto import tqdm
 
+    from pcomp_jax.attention import resolve_backend
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.eval.methods import parse_method
     from pcomp_jax.eval.report import markdown_table, plot, summarize
     from pcomp_jax.eval.tasks import get_task
     from pcomp_jax.parallelcomp.config import ParallelCompConfig
+    from pcomp_jax.parallelcomp.perplexity import continuation_nll
     from pcomp_jax.parallelcomp.pipeline import generate
     from pcomp_jax.pretrained import load
 
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> dict:
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]
     lengths = [parse_length(x) for x in args.lengths.split(",")] if task.needs_lengths else []
     model = load(args.ckpt, dtype=args.dtype)
+    backend = resolve_backend(model.attention_backend)
     options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
     samples = task.make(model.tokenizer, lengths, args.samples, args.seed, options)
     if not samples:
@@ -102,27 +105,42 @@ def run(args: argparse.Namespace) -> dict:
         ):
             config = config.replace(sampling=Sampling(max_new_tokens=sample.max_new_tokens, min_new_tokens=1))
             start = time.perf_counter()
-            result = generate(
-                model, sample.context, sample.question, config, method=method, template=sample.template, progress=False
-            )
+            if task.kind == "nll":
+                encode = lambda text: model.tokenizer(text, add_special_tokens=False)["input_ids"]
+                nll, stats = continuation_nll(
+                    model, encode(sample.context), encode(sample.question), method, config, backend
+                )
+                prediction, score = "", nll
+            else:
+                result = generate(
+                    model,
+                    sample.context,
+                    sample.question,
+                    config,
+                    method=method,
+                    template=sample.template,
+                    progress=False,
+                )
+                prediction, score = result.text, task.score(result.text, sample)
+                stats = {k: v for k, v in result.stats.items() if k != "chunk_scores"}
             row = {
                 "task": args.task,
                 "method": name,
                 "id": sample.id,
                 "length": sample.length,
-                "prediction": result.text,
+                "prediction": prediction,
                 "answers": list(sample.answers),
-                "score": task.score(result.text, sample),
+                "score": score,
                 "seconds": round(time.perf_counter() - start, 3),
                 "meta": sample.meta,
-                "stats": {k: v for k, v in result.stats.items() if k != "chunk_scores"},
+                "stats": stats,
             }
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows.append(row)
     wanted = {s.id for s in samples}
     rows = [r for r in rows if r["id"] in wanted and r["method"] in {m[0] for m in methods}]
-    summary = summarize(rows)
+    summary = summarize(rows, perplexity=task.kind == "nll")
     import jax
 
     meta = {

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean score x100 (2 decimals, as LongBench reports) per method and length bucket."""
+def summarize(rows: list[dict], perplexity: bool = False) -> list[dict]:
+    """Per method and length bucket: the mean score x100 (2 decimals, as LongBench reports), or with `perplexity`
+    exp(mean NLL) of the rows' NLL scores (3 decimals)."""
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["length"])].append(r["score"])
-    return [
-        {"method": m, "length": n, "samples": len(s), "score": round(100 * sum(s) / len(s), 2)}
-        for (m, n), s in sorted(groups.items())
-    ]
+
+    def value(s: list[float]) -> float:
+        mean = sum(s) / len(s)
+        return round(math.exp(mean), 3) if perplexity else round(100 * mean, 2)
+
+    return [{"method": m, "length": n, "samples": len(s), "score": value(s)} for (m, n), s in sorted(groups.items())]
 
 
 def markdown_table(task: str, summary: list[dict]) -> str:
@@ -44,7 +48,7 @@ def plot(task: str, rows: list[dict], summary: list[dict], out: Path) -> list[Pa
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("score")
+        ax.set_ylabel("perplexity" if task == "ppl" else "score")
         ax.set_title(task)
         ax.legend()
         fig.tight_layout()

@@ -39,6 +39,7 @@ class Task:
     make: Callable[..., list[Sample]]  # (tokenizer, lengths, samples, seed, options) -> samples
     score: Callable[[str, Sample], float]
     needs_lengths: bool = True
+    kind: str = "generate"  # "generate": score the answer; "nll": score the continuation's NLL (perplexity)
 
 
 TASKS: dict[str, Callable[[], Task]] = {}
@@ -263,6 +264,40 @@ def niah_task() -> Task:
         return out
 
     return Task("niah", make, _max_score(contains))
+
+
+@task("ppl")
+def ppl_task() -> Task:
+    """Perplexity of a 128-token continuation after `length` tokens of a long text (`data` = a UTF-8 text file, e.g.
+    a Project Gutenberg book); samples start at seeded random offsets. See parallelcomp/perplexity.py for exactly
+    what each method measures."""
+
+    def make(tokenizer, lengths, samples, seed, options):
+        if not options.get("data"):
+            raise ValueError("the ppl task needs --data FILE.txt (a long UTF-8 text, e.g. a Gutenberg book)")
+        ids = tokenizer(Path(options["data"]).read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+        out = []
+        for length in lengths:
+            if len(ids) < length + 256:
+                raise ValueError(f"{options['data']} has {len(ids)} tokens, too short for length {length}")
+            rng = random.Random(f"{seed}-ppl-{length}")
+            for i in range(samples):
+                at = rng.randrange(0, len(ids) - length - 128)
+                out.append(
+                    Sample(
+                        id=f"ppl-{length}-{i}",
+                        context=tokenizer.decode(ids[at : at + length]),
+                        question=tokenizer.decode(ids[at + length : at + length + 128]),
+                        answers=(),
+                        template=PromptTemplate("", "{question}"),
+                        max_new_tokens=1,
+                        length=length,
+                        meta={"offset": at},
+                    )
+                )
+        return out
+
+    return Task("ppl", make, lambda prediction, sample: 0.0, kind="nll")
 
 
 # --- LongBench (v1 JSONL schema) -----------------------------------------------------------------------------------

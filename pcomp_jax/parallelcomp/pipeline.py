@@ -118,11 +118,21 @@ def _group_step(
     return keep_lowest(concat(buffer, group), plan.keep), nll
 
 
-@functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra"))
+@functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra", "every_position"))
 def _second_prefill(
-    params, buffer: ChunkSet, q_tokens, q_len, *, config, plan: _Plan, calibration: Calibration | None, extra: int
+    params,
+    buffer: ChunkSet,
+    q_tokens,
+    q_len,
+    *,
+    config,
+    plan: _Plan,
+    calibration: Calibration | None,
+    extra: int,
+    every_position: bool = False,
 ):
-    """Merge the kept chunks and prefill the question over them; returns last logits, cache, next position."""
+    """Merge the kept chunks and prefill the question over them; returns the last logits [1, V] (or, with
+    `every_position`, logits at every question position [1, Qp, V]), the cache, the next position, kept indices."""
     chunks = document_order(buffer)
     cache, first_position = merged_cache(chunks, bos_len=plan.bos_len)
     qp = q_tokens.shape[0]
@@ -135,11 +145,12 @@ def _second_prefill(
         positions[None],
         cache,
         token_valid=(jnp.arange(qp) < q_len)[None],
-        logits_at=jnp.reshape(q_len - 1, (1, 1)),
+        logits_at=jnp.arange(qp)[None] if every_position else jnp.reshape(q_len - 1, (1, 1)),
         key_filter=None if calibration is None else calibration_filter(calibration),
         attention_backend=plan.backend,
     )
-    return out.logits[:, 0], cache, first_position + q_len, chunks.index
+    logits = out.logits if every_position else out.logits[:, 0]
+    return logits, cache, first_position + q_len, chunks.index
 
 
 def _pad(ids: list[int], length: int) -> np.ndarray:
@@ -160,7 +171,8 @@ def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> Non
         )
 
 
-def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+    """Prefill every chunk group, score and keep the best: (buffer, plan, per-chunk scores, peak caches alive)."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
     plan = _Plan(
@@ -180,7 +192,6 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
     )
     scores = np.full((prompt.num_chunks,), np.nan)
     peak = 0
-    start = time.perf_counter()
     groups = range(0, prompt.num_chunks, batch)
     for g in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
         members = range(g, min(g + batch, prompt.num_chunks))
@@ -196,10 +207,18 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
             model.params, buffer, tokens, total, ctx, index, targets, target_valid, config=mc, plan=plan
         )
         scores[list(members)] = np.asarray(nll)[: len(members)]
+    return buffer, plan, scores, peak
+
+
+def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+    mc = model.config
+    start = time.perf_counter()
+    buffer, plan, scores, peak = _select_chunks(model, prompt, config, backend, progress)
+    q_len = len(prompt.suffix)
     logits, cache, position, kept = _second_prefill(
         model.params,
         buffer,
-        jnp.asarray(targets),
+        jnp.asarray(_pad(list(prompt.suffix), round_up(q_len, QUESTION_BUCKET))),
         jnp.int32(q_len),
         config=mc,
         plan=plan,
