@@ -88,3 +88,23 @@ def test_parallelcomp_finds_a_needle_the_chunks_never_saw_together(smollm2, dept
     scores = result.stats["chunk_scores"]
     assert result.stats["num_chunks"] == 5 and result.stats["kept_chunks"] == [int(np.argmin(scores))]
     assert sample.correct(result.text), result.text
+
+
+def test_chat_tail_is_excluded_from_the_eviction_window(smollm2):
+    """With a chat template the suffix ends with the assistant header; eviction observes the tokens before it."""
+    from pcomp_jax.parallelcomp.chunking import chunk_prompt
+    from pcomp_jax.parallelcomp.prompts import TEMPLATES
+
+    p = chunk_prompt(smollm2.tokenizer, "some text", "Why?", TEMPLATES["qa"], chunk_tokens=512, chat=True)
+    tail = smollm2.tokenizer.decode(list(p.suffix[-p.tail_len :]))
+    assert p.tail_len > 0 and tail.startswith("<|im_end|>") and tail.rstrip().endswith("assistant")
+    assert smollm2.tokenizer.decode(list(p.suffix[: -p.tail_len])).rstrip().endswith("Answer:")
+
+
+def test_generated_passkey_length_within_2_percent_in_smollm2_tokens(smollm2):
+    from pcomp_jax.eval.tasks import get_task
+    from pcomp_jax.parallelcomp.chunking import chunk_prompt
+
+    for s in get_task("passkey").make(smollm2.tokenizer, [8192, 32768], 2, seed=0, options={}):
+        p = chunk_prompt(smollm2.tokenizer, s.context, s.question, s.template, chunk_tokens=1 << 30, chat=True)
+        assert abs(len(p.whole_ids()) - s.length) <= 0.02 * s.length

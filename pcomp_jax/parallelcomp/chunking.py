@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from pcomp_jax.parallelcomp.prompts import PromptTemplate, wrap_chat
+from pcomp_jax.parallelcomp.prompts import PromptTemplate, chat_frame
 
 BUDGET_ROUND = 128  # chunk context budgets are rounded up to this, so nearby lengths share compilations
 
@@ -30,6 +30,7 @@ class ChunkedPrompt:
     pieces: tuple[tuple[int, ...], ...]
     suffix: tuple[int, ...]
     piece_budget: int
+    tail_len: int = 0  # tokens at the end of the suffix after the question (the chat template's assistant header)
 
     @property
     def num_chunks(self) -> int:
@@ -93,10 +94,15 @@ def chunk_prompt(
             "the question is empty; give a question (or use a template without {question}, such as 'summarize')"
         )
     prefix, suffix = template.render(question)
+    tail_len = 0
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("this tokenizer has no chat template; run without chat")
-        prefix, suffix = wrap_chat(tokenizer, prefix, suffix)
+        head, tail = chat_frame(tokenizer)
+        tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        joined = tokenizer(suffix + tail, add_special_tokens=False)["input_ids"]
+        tail_len = len(tail_ids) if tail_ids and joined[-len(tail_ids) :] == tail_ids else 0
+        prefix, suffix = head + prefix, suffix + tail
     bos = (tokenizer.bos_token_id,) if _adds_bos(tokenizer) else ()
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     if prefix_ids[:1] == [tokenizer.bos_token_id]:  # the chat template already starts with BOS (Llama 3)
@@ -119,4 +125,5 @@ def chunk_prompt(
         pieces=tuple(tuple(p) for p in pieces),
         suffix=tuple(suffix_ids),
         piece_budget=budget,
+        tail_len=tail_len,
     )

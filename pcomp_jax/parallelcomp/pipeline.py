@@ -72,18 +72,32 @@ class _Plan:
 
 @functools.partial(jax.jit, static_argnames=("config", "plan"))
 def _group_step(
-    params, buffer: ChunkSet, tokens, total_len, context_len, index, targets, target_valid, *, config, plan: _Plan
+    params,
+    buffer: ChunkSet,
+    tokens,
+    total_len,
+    context_len,
+    index,
+    targets,
+    target_valid,
+    observe_end,
+    *,
+    config,
+    plan: _Plan,
 ):
-    """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer."""
+    """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer.
+
+    observe_end [C]: token eviction observes the `window` tokens before this index (the end of the question, before
+    any chat-template tail)."""
     t = tokens.shape[1]
     qp = targets.shape[0]
 
-    def one_chunk(tok, total, ctx):
+    def one_chunk(tok, total, ctx, end):
         pos = jnp.arange(t)
         logits_at = jnp.clip(ctx - 1 + jnp.arange(qp), 0, t - 1)  # logits predicting the question tokens
         queries_at = None
         if plan.eviction is not None:
-            queries_at = jnp.clip(total - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
+            queries_at = jnp.clip(end - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
         out, cache = forward(
             params,
             config,
@@ -112,7 +126,7 @@ def _group_step(
             )
         return k, v, valid, nll
 
-    k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len)
+    k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len, observe_end)
     nll = jnp.where(index >= 0, nll, jnp.inf)
     group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index)
     return keep_lowest(concat(buffer, group), plan.keep), nll
@@ -204,7 +218,17 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
             total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
         peak = max(peak, buffer.count + batch)  # the buffer and this group are all the chunk caches alive
         buffer, nll = _group_step(
-            model.params, buffer, tokens, total, ctx, index, targets, target_valid, config=mc, plan=plan
+            model.params,
+            buffer,
+            tokens,
+            total,
+            ctx,
+            index,
+            targets,
+            target_valid,
+            total - prompt.tail_len,
+            config=mc,
+            plan=plan,
         )
         scores[list(members)] = np.asarray(nll)[: len(members)]
     return buffer, plan, scores, peak

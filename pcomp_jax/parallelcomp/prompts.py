@@ -56,10 +56,11 @@ def get_template(name_or_template: str | PromptTemplate) -> PromptTemplate:
     return TEMPLATES[name_or_template]
 
 
-def wrap_chat(tokenizer, prefix: str, suffix: str) -> tuple[str, str]:
-    """Put prefix/suffix inside one chat user turn followed by the assistant header."""
+def chat_frame(tokenizer) -> tuple[str, str]:
+    """(head, tail): the chat template's text before and after one user turn, the tail ending with the assistant
+    header. A prompt wrapped as chat is head + prefix + context + suffix + tail."""
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": _MARK}], tokenize=False, add_generation_prompt=True
     )
     head, tail = rendered.split(_MARK)
-    return head + prefix, suffix + tail
+    return head, tail
