@@ -438,3 +438,21 @@ def test_streaming_keeps_sinks_and_recent_window(model):
     stats = run(model, context, method="streaming").stats
     budget = model.config.trained_context - 6
     assert len(p.whole_ids()) > budget and stats["prompt_tokens"] == budget
+
+
+def test_compat_preset_is_the_official_readme_setup(model):
+    from pcomp_jax.parallelcomp.config import compat
+
+    c = compat(8192)
+    assert (c.chunk_tokens, c.keep_chunks, c.split, c.chat, c.eviction, c.calibration) == (
+        7600,
+        3,
+        "chars",
+        False,
+        None,
+        None,
+    )
+    assert c.sampling.min_new_tokens == 1 and c.sampling.temperature == 0
+    assert compat(4096).chunk_tokens == 3600
+    small = c.replace(chunk_tokens=48, sampling=Sampling(max_new_tokens=6, min_new_tokens=1))
+    assert run(model, text(40), small).stats["num_chunks"] >= 2  # the character split runs end to end

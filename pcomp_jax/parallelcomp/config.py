@@ -115,5 +115,6 @@ def compat(trained_context: int = 8192) -> ParallelCompConfig:
     padded on the right with their own positions instead of processed one by one (same results, C); GQA caches keep
     K heads unless `TokenEviction.per_query_head`.
     """
-    chunk = 7600 if trained_context >= 8192 else max(256, int(trained_context * 0.9))
+    official = {8192: 7600, 4096: 3600}  # cml of Part 2, B.2 for Llama-3 (8K) and Llama-2 (4K)
+    chunk = official.get(trained_context, max(256, int(trained_context * 0.9)))
     return ParallelCompConfig(chunk_tokens=chunk, keep_chunks=3, chunk_batch=1, split="chars", chat=False)
