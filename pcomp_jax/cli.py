@@ -22,7 +22,8 @@ EPILOG = """examples:
 """
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, with a one-line message otherwise."""
     try:
         value = int(text)
     except ValueError:
@@ -78,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="qa",
         help="prompt around the context (default qa; retrieval for needle/passkey questions)",
     )
-    gen.add_argument("--chunk-tokens", type=_positive, default=2048, help="context tokens per chunk (default 2048)")
-    gen.add_argument("--keep-chunks", type=_positive, default=3, help="chunks kept after eviction (default 3)")
-    gen.add_argument("--chunk-batch", type=_positive, default=4, help="chunks prefilled together (default 4)")
+    gen.add_argument("--chunk-tokens", type=positive_int, default=2048, help="context tokens per chunk (default 2048)")
+    gen.add_argument("--keep-chunks", type=positive_int, default=3, help="chunks kept after eviction (default 3)")
+    gen.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
     gen.add_argument(
         "--split",
         choices=["tokens", "chars"],
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--capacity",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="enable token eviction: context tokens kept per chunk, layer and KV head",
     )
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wrap the prompt in the tokenizer's chat template (default: plain for --prompt; for "
         "--context-file, when the tokenizer has one)",
     )
-    gen.add_argument("--max-new-tokens", type=_positive, default=64, help="most tokens to generate (default 64)")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=64, help="most tokens to generate (default 64)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from pcomp_jax.cli import positive_int
+
 EPILOG = """examples:
   python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task passkey --method parallelcomp,truncate \\
       --lengths 8k,16k,32k --samples 20 --out runs/passkey
@@ -30,16 +32,6 @@ def parse_length(text: str) -> int:
         return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad length {text!r} (use e.g. 8k, 128k or 4000)") from None
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,17 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lengths", default="8k,16k,32k", help="comma-separated lengths for generated tasks (default 8k,16k,32k)"
     )
-    p.add_argument("--samples", type=positive, default=10, help="samples per length (datasets: the first N)")
-    p.add_argument("--depths", type=positive, default=10, help="niah: depths per length (default 10)")
+    p.add_argument("--samples", type=positive_int, default=10, help="samples per length (datasets: the first N)")
+    p.add_argument("--depths", type=positive_int, default=10, help="niah: depths per length (default 10)")
     p.add_argument(
         "--data",
         default=None,
         help="dataset file (InfiniteBench JSONL or zip; LongBench JSONL; niah: a directory of .txt files)",
     )
     p.add_argument("--longbench-config", default=None, help="LongBench's config/ directory (prompts, max lengths)")
-    p.add_argument("--chunk-tokens", type=positive, default=2048, help="ParallelComp chunk budget (default 2048)")
-    p.add_argument("--keep-chunks", type=positive, default=1, help="ParallelComp chunks kept (default 1)")
-    p.add_argument("--chunk-batch", type=positive, default=4, help="chunks prefilled together (default 4)")
+    p.add_argument("--chunk-tokens", type=positive_int, default=2048, help="ParallelComp chunk budget (default 2048)")
+    p.add_argument("--keep-chunks", type=positive_int, default=1, help="ParallelComp chunks kept (default 1)")
+    p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
     p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
     p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")

@@ -21,14 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcomp_jax.model import forward
-from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, round_up
+from pcomp_jax.parallelcomp.chunking import BUDGET_ROUND, ChunkedPrompt, InputError, round_up
 from pcomp_jax.parallelcomp.config import ParallelCompConfig
 from pcomp_jax.parallelcomp.pipeline import (
+    CHUNK_BUCKET,
     QUESTION_BUCKET,
-    STREAMING_SINKS,
     _pad,
     _second_prefill,
     _select_chunks,
+    middle_truncate,
+    sinks_and_recent,
 )
 from pcomp_jax.parallelcomp.scoring import question_nll
 
@@ -58,14 +60,12 @@ def continuation_nll(
             prefix=(),
             pieces=tuple(tuple(p) for p in pieces) or ((),),
             suffix=tuple(continuation_ids),
-            piece_budget=round_up(config.chunk_tokens, 128),
+            piece_budget=round_up(config.chunk_tokens, BUDGET_ROUND),
         )
         if config.chunk_tokens + len(continuation_ids) > window:
             raise InputError("chunk + continuation exceed the training window; lower chunk_tokens")
-        buffer, plan, scores, _ = _select_chunks(model, prompt, config, backend, progress=False)
-        q_len = len(continuation_ids)
-        qp = round_up(q_len, QUESTION_BUCKET)
-        q = _pad(list(continuation_ids), qp)
+        buffer, plan, _, _, q = _select_chunks(model, prompt, config, backend, progress=False)
+        q_len, qp = len(continuation_ids), len(q)
         logits, _, _, kept = _second_prefill(
             model.params,
             buffer,
@@ -81,14 +81,12 @@ def continuation_nll(
         nll = question_nll(logits[0], jnp.asarray(targets), jnp.arange(qp) < q_len - 1)
         return float(nll), {"num_chunks": len(pieces), "kept_chunks": sorted(int(i) for i in kept if i >= 0)}
     if method == "truncate":
-        room = window - len(continuation_ids)
-        if len(context_ids) > room:
-            context_ids = context_ids[: room // 2] + context_ids[len(context_ids) - (room - room // 2) :]
+        context_ids = middle_truncate(context_ids, window - len(continuation_ids))
     ids = list(context_ids) + list(continuation_ids)
-    if method == "streaming" and len(ids) > window:
-        ids = ids[:STREAMING_SINKS] + ids[len(ids) - (window - STREAMING_SINKS) :]
+    if method == "streaming":
+        ids = sinks_and_recent(ids, window)
     start = len(ids) - len(continuation_ids)
-    padded = round_up(len(ids), 128)
+    padded = round_up(len(ids), CHUNK_BUCKET)
     nll = _span_nll(
         model.params,
         jnp.asarray(_pad(ids, padded)),

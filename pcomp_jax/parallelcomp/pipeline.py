@@ -167,6 +167,20 @@ def _second_prefill(
     return logits, cache, first_position + q_len, chunks.index
 
 
+def middle_truncate(ids: list[int], keep: int) -> list[int]:
+    """The first keep // 2 and the last keep - keep // 2 tokens when `ids` is longer than `keep` (LongBench's rule)."""
+    if len(ids) <= keep:
+        return list(ids)
+    return list(ids[: keep // 2]) + list(ids[len(ids) - (keep - keep // 2) :])
+
+
+def sinks_and_recent(ids: list[int], keep: int) -> list[int]:
+    """The first STREAMING_SINKS tokens and the most recent ones, `keep` in all, when `ids` is longer than `keep`."""
+    if len(ids) <= keep:
+        return list(ids)
+    return list(ids[:STREAMING_SINKS]) + list(ids[len(ids) - (keep - STREAMING_SINKS) :])
+
+
 def _pad(ids: list[int], length: int) -> np.ndarray:
     out = np.zeros((length,), np.int32)
     out[: len(ids)] = ids
@@ -186,7 +200,8 @@ def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> Non
 
 
 def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
-    """Prefill every chunk group, score and keep the best: (buffer, plan, per-chunk scores, peak caches alive)."""
+    """Prefill every chunk group, score and keep the best: (buffer, plan, per-chunk scores, peak caches alive, the
+    question tokens padded to their bucket)."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
     plan = _Plan(
@@ -231,18 +246,18 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
             plan=plan,
         )
         scores[list(members)] = np.asarray(nll)[: len(members)]
-    return buffer, plan, scores, peak
+    return buffer, plan, scores, peak, targets
 
 
 def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
     mc = model.config
     start = time.perf_counter()
-    buffer, plan, scores, peak = _select_chunks(model, prompt, config, backend, progress)
+    buffer, plan, scores, peak, question = _select_chunks(model, prompt, config, backend, progress)
     q_len = len(prompt.suffix)
     logits, cache, position, kept = _second_prefill(
         model.params,
         buffer,
-        jnp.asarray(_pad(list(prompt.suffix), round_up(q_len, QUESTION_BUCKET))),
+        jnp.asarray(question),
         jnp.int32(q_len),
         config=mc,
         plan=plan,
@@ -328,12 +343,11 @@ def generate(
                     f"the prompt without context already fills the {model.config.trained_context}-token "
                     "window; lower max_new_tokens or shorten the question"
                 )
-            if len(context_ids) > room:  # keep the first and the last halves, as LongBench does
-                context_ids = context_ids[: room // 2] + context_ids[len(context_ids) - (room - room // 2) :]
+            context_ids = middle_truncate(context_ids, room)
             extra["kept_context_tokens"] = len(context_ids)
         ids = prompt.whole_ids(context_ids)
-        if method == "streaming" and len(ids) > budget:
-            ids = ids[:STREAMING_SINKS] + ids[len(ids) - (budget - STREAMING_SINKS) :]
+        if method == "streaming":
+            ids = sinks_and_recent(ids, budget)
         ids, stats = _run_single(model, ids, config, backend, extra)
     stats = {"method": method, **stats}
     return Result(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=ids, stats=stats)
