@@ -24,14 +24,15 @@ def question_nll(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> jax
 def window_attention(queries: jax.Array, keys: jax.Array, key_valid: jax.Array, q_slots: jax.Array) -> jax.Array:
     """Attention mass each key receives from the observation rows, summed over the rows (Part 2, E.2).
 
-    queries [L, W, N, H] post-RoPE; keys [L, S, K, H]; key_valid [L, S, K]; q_slots [W] the rows' slots (a row sees
-    keys at slots <= its own). Probabilities use each row's full softmax normaliser. Returns [L, N, S] float32.
+    queries [L, W, N, H] post-RoPE; keys [L, S, K, H]; key_valid [L, S, K]; q_slots [W] or [L, W] the rows' slots (a
+    row sees keys at slots <= its own). Probabilities use each row's full softmax normaliser. Returns [L, N, S] float32.
     """
     layers, w, n, h = queries.shape
     kh = keys.shape[2]
     q = queries.reshape(layers, w, kh, n // kh, h)  # [L, W, K, G, H]
     logits = jnp.einsum("lwkgh,lskh->lkgws", q, keys, preferred_element_type=jnp.float32) * h**-0.5
-    visible = (jnp.arange(keys.shape[1])[None, :] <= q_slots[:, None])[None, None, None]  # [1, 1, 1, W, S]
+    visible = jnp.arange(keys.shape[1]) <= q_slots[..., None]  # [W, S] or [L, W, S]
+    visible = visible.reshape(-1, 1, 1, w, keys.shape[1])  # [1 or L, 1, 1, W, S]
     visible = visible & key_valid.transpose(0, 2, 1)[:, :, None, None, :]  # [L, K, 1, W, S]
     probs = jax.nn.softmax(jnp.where(visible, logits, MASK_VALUE), axis=-1)
     probs = jnp.where(visible, probs, 0.0)

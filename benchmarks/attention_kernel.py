@@ -1,0 +1,225 @@
+"""Chunk attention with importance scores: our Pallas kernel against cuDNN and XLA, checked and timed.
+
+    python benchmarks/attention_kernel.py [--out attention_kernel.json]        # GPU: the issue's two shapes
+    python benchmarks/attention_kernel.py --small --interpret                  # CPU: tiny shapes, interpret mode
+
+Rows, for each shape (bf16, causal, every chunk full length, observation rows = the last --window rows):
+  (a) pallas+scores   ours: output, LSE and scores [C, K, T] in one kernel (best of the --blocks configurations;
+                      every configuration is in the JSON)
+  (b) cudnn           jax.nn.dot_product_attention(implementation="cudnn"): output only
+  (c) cudnn+xla       (b) plus the scores as a separate XLA pass over the observation rows (scoring.window_attention)
+  (d) xla+xla         implementation="xla" plus the same score pass, where it fits in memory
+TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (the convention of FIELD_NOTES). Before timing, every variant is
+checked: ours against (d) or, where (d) does not fit, against cuDNN for the output and the XLA pass for the scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
+from pcomp_jax.parallelcomp.scoring import window_attention
+
+SHAPES = {  # name: (C, T, N, K, H)
+    "llama3-8b": (16, 8192, 32, 8, 128),
+    "smollm2": (8, 8192, 9, 3, 64),
+}
+SMALL = {"tiny-gqa4": (2, 256, 8, 2, 128), "tiny-gqa3": (2, 192, 9, 3, 64)}
+BLOCKS = {  # head_dim: candidate configurations (block_q, block_k, num_warps, num_stages)
+    128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 128, 8, 2)],
+    64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (128, 128, 4, 2)],
+}
+
+
+def xla_scores(q, k, lengths, obs_rows):
+    """The separate score pass: softmax of the observation rows over their chunk, summed per KV head."""
+    c, t, n, _ = q.shape
+    kh = k.shape[2]
+    q_obs = jnp.take_along_axis(q, obs_rows[:, :, None, None], axis=1)  # [C, W, N, H]
+    valid = jnp.broadcast_to((jnp.arange(t)[None, :] < lengths[:, None])[:, :, None], k.shape[:3])
+    scores = window_attention(q_obs, k, valid, obs_rows)  # [C, N, T]
+    return scores.reshape(c, kh, n // kh, t).sum(axis=2)
+
+
+def make_variants(lengths, obs_rows, interpret):
+    def ours(blocks):
+        return jax.jit(lambda q, k, v: chunk_attention(q, k, v, lengths, obs_rows, blocks=blocks, interpret=interpret))
+
+    def dense(implementation, scores):
+        def run(q, k, v):
+            out = jax.nn.dot_product_attention(
+                q,
+                k,
+                v,
+                is_causal=True,
+                query_seq_lengths=lengths,
+                key_value_seq_lengths=lengths,
+                implementation=implementation,
+            )
+            return (out, xla_scores(q, k, lengths, obs_rows)) if scores else (out,)
+
+        return jax.jit(run)
+
+    return ours, dense
+
+
+def timed(fn, args, repeats):
+    """Median seconds of one call over `repeats` calls (after a warm-up call); inputs rotate among `args` sets."""
+    jax.block_until_ready(fn(*args[0]))
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args[i % len(args)]))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if np.isnan(a).any():
+        return float("nan")
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def bench_shape(name, shape, args, dtype):
+    c, t, n, kh, h = shape
+    keys = jax.random.split(jax.random.key(hash(name) % 2**31), 3 * args.input_sets)
+    sets = []
+    for i in range(args.input_sets):
+        q = jax.random.normal(keys[3 * i], (c, t, n, h), dtype)
+        k = jax.random.normal(keys[3 * i + 1], (c, t, kh, h), dtype)
+        v = jax.random.normal(keys[3 * i + 2], (c, t, kh, h), dtype)
+        sets.append((q, k, v))
+    lengths = jnp.full((c,), t, jnp.int32)
+    obs_rows = jnp.broadcast_to(t - args.window + jnp.arange(args.window), (c, args.window)).astype(jnp.int32)
+    ours, dense = make_variants(lengths, obs_rows, args.interpret)
+    flops = 2 * c * n * t * t * h
+    rows = []
+
+    def record(label, fn, extra=None):
+        try:
+            seconds = timed(fn, sets, args.repeats)
+        except Exception as e:  # noqa: BLE001 (an OOM or a compile failure is a result here)
+            rows.append({"shape": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+            return None
+        row = {"shape": name, "variant": label, "ms": seconds * 1e3, "tflops": flops / seconds / 1e12, **(extra or {})}
+        rows.append(row)
+        return row
+
+    # correctness first, on the first input set
+    q, k, v = sets[0]
+    truth = None
+    if not args.skip_xla:
+        try:
+            truth = jax.jit(lambda q, k, v: reference(q, k, v, lengths, obs_rows))(q, k, v)
+            truth = jax.tree.map(np.asarray, truth)
+        except Exception as e:  # noqa: BLE001
+            print(f"{name}: dense reference does not fit ({type(e).__name__})")
+    cudnn_out = None
+    if not args.interpret:
+        cudnn_out = np.asarray(dense("cudnn", False)(q, k, v)[0])
+    score_ref = np.asarray(jax.jit(xla_scores)(q, k, lengths, obs_rows)) if truth is None else truth.scores
+    out_ref = truth.out if truth is not None else cudnn_out
+
+    for bq, bk, warps, stages in BLOCKS[h]:
+        blocks = Blocks(bq, bk, warps, stages)
+        label = f"pallas+scores bq{bq} bk{bk} w{warps} s{stages}"
+        try:
+            got = chunk_attention(
+                q, k, v, lengths, obs_rows, blocks=blocks, interpret=args.interpret, poison=True
+            )
+            checks = {"err_out": rel(got.out, out_ref), "err_scores": rel(got.scores, score_ref)}
+            if truth is not None:
+                checks["err_lse"] = rel(got.lse, truth.lse)
+            if cudnn_out is not None:
+                checks["err_out_vs_cudnn"] = rel(got.out, cudnn_out)
+        except Exception as e:  # noqa: BLE001
+            rows.append({"shape": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            continue
+        record(label, ours(blocks), checks)
+    if not args.interpret:
+        record("(b) cudnn", dense("cudnn", False))
+        got = dense("cudnn", True)(q, k, v)
+        record("(c) cudnn+xla scores", dense("cudnn", True), {"err_scores": rel(got[1], score_ref)})
+    if not args.skip_xla:
+        record("(d) xla+xla scores", dense("xla", True))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="attention_kernel.json", help="JSON results file")
+    parser.add_argument("--small", action="store_true", help="tiny shapes (for a CPU smoke run)")
+    parser.add_argument("--interpret", action="store_true", help="run the kernel in the Pallas interpreter")
+    parser.add_argument("--window", type=int, default=32, help="observation rows per chunk (default 32)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant (median reported)")
+    parser.add_argument("--input-sets", type=int, default=2, help="input sets rotated between calls")
+    parser.add_argument("--skip-xla", action="store_true", help="skip the dense XLA variant and reference")
+    parser.add_argument("--shapes", default=None, help="comma-separated subset of the shape names")
+    args = parser.parse_args()
+    shapes = SMALL if args.small else SHAPES
+    if args.shapes:
+        shapes = {k: shapes[k] for k in args.shapes.split(",")}
+    dtype = jnp.bfloat16
+    rows = []
+    for name, shape in shapes.items():
+        rows += bench_shape(name, shape, args, dtype)
+    by_shape = {}
+    for row in rows:
+        by_shape.setdefault(row["shape"], []).append(row)
+    summary = {}
+    for name, shape_rows in by_shape.items():
+        ok = [r for r in shape_rows if "ms" in r]
+        ours = [r for r in ok if r["variant"].startswith("pallas")]
+        ref = {r["variant"][:3]: r for r in ok}
+        if ours and "(b)" in ref:
+            best = min(ours, key=lambda r: r["ms"])
+            summary[name] = {
+                "best_pallas": best["variant"],
+                "ratio_vs_cudnn": ref["(b)"]["ms"] / best["ms"],
+                "ratio_vs_cudnn_plus_xla": ref["(c)"]["ms"] / best["ms"] if "(c)" in ref else None,
+            }
+    result = {
+        "command": "python benchmarks/attention_kernel.py " + " ".join(
+            f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if v not in (None, False) and k != "out"
+        ),
+        "date": datetime.date.today().isoformat(),
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "host": platform.node(),
+        "dtype": "bfloat16",
+        "window": args.window,
+        "shapes": {k: dict(zip(("C", "T", "N", "K", "H"), v)) for k, v in shapes.items()},
+        "rows": rows,
+        "summary": summary,
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{'shape':<10} {'variant':<36} {'ms':>9} {'TFLOP/s':>8} {'err_out':>9} {'err_scores':>10}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:<10} {r['variant']:<36} {r['error'][:120]}")
+            continue
+        eo, es = r.get("err_out"), r.get("err_scores")
+        print(
+            f"{r['shape']:<10} {r['variant']:<36} {r['ms']:9.3f} {r['tflops']:8.1f} "
+            f"{'' if eo is None else f'{eo:9.1e}'} {'' if es is None else f'{es:10.1e}'}"
+        )
+    for name, s in summary.items():
+        c_plus = s["ratio_vs_cudnn_plus_xla"]
+        print(f"{name}: best {s['best_pallas']}: {s['ratio_vs_cudnn']:.3f}x cudnn, "
+              f"{'n/a' if c_plus is None else f'{c_plus:.3f}'}x cudnn+xla scores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Causal attention over a batch of chunks that also returns each key's importance: one Pallas (Triton) kernel.
+
+`chunk_attention(q, k, v, lengths, obs_rows)` computes, for right-padded chunks,
+
+- out [C, T, N, H]: causal attention (query t sees keys 0..t of its own chunk that are < its length), GQA in the
+  kernel (query head n reads KV head n // G, the KV heads are never repeated); padding rows are zeros;
+- lse [C, N, T] float32: the natural log-sum-exp of each query row's scaled logits (-inf on padding rows);
+- scores [C, K, T] float32 (or [C, N, T] with `per_query_head=True`): for each key, the sum over the observation rows
+  of the exact softmax probability the row gives it (each row's final normaliser, as `scoring.window_attention`),
+  summed over the query heads of a KV head's group.
+
+Grid: (query block, query head, chunk), heaviest query blocks first (causal work grows with the block index), query
+heads of one group adjacent so their shared K/V blocks stay in L2. Each program runs the flash-attention recurrence
+over the key blocks it can see: the blocks fully below the diagonal and inside the length without a mask, then the
+diagonal/length-edge blocks with one. The first program launched for a (chunk, head) also owns the scores: it
+re-reads the observation rows' logits twice (once for their normaliser, once for the probabilities; W rows x T keys,
+about 1% of the attention work at W=32, T=8192) and writes the whole score row, zeros included. Everything is
+float32 inside; operands stay in the input dtype. Why Triton rather than Mosaic GPU: docs/KERNELS.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+LOG2E = math.log2(math.e)
+_MASK = -1e30  # finite, so a row with no visible key in a block never produces inf - inf
+MIN_OBS_ROWS = 16  # the smallest matmul tile Triton accepts
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """Tile sizes and launch settings (tuned on an H100 by benchmarks/attention_kernel.py)."""
+
+    block_q: int = 128
+    block_k: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+def default_blocks(head_dim: int) -> Blocks:
+    return Blocks(num_warps=4) if head_dim <= 64 else Blocks()
+
+
+class AttentionOutput(NamedTuple):
+    """See `chunk_attention`; scores is None when no observation rows were given."""
+
+    out: jax.Array
+    lse: jax.Array
+    scores: jax.Array | None
+
+
+def _dot_t(a, b):
+    """a [M, H] @ b[S, H]^T in float32."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot(a, b):
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks, num_k_blocks, scale, with_scores):
+    if with_scores:
+        obs_slots_ref, obs_q_ref, o_ref, lse_ref, scores_ref = refs
+    else:
+        o_ref, lse_ref = refs
+    qi = num_q_blocks - 1 - pl.program_id(0)  # heaviest block first
+    length = len_ref[0]
+    q = q_ref[...]  # [bq, H]
+    rows = qi * block_q + jnp.arange(block_q)
+    qk_scale = scale * LOG2E  # logits in base 2: exp2 is cheaper than exp
+
+    def visit(j, carry, masked):
+        acc, m, l = carry
+        keys = pl.ds(j * block_k, block_k)
+        s = _dot_t(q, k_ref[keys, :]) * qk_scale  # [bq, bk]
+        if masked:
+            cols = j * block_k + jnp.arange(block_k)
+            s = jnp.where((cols[None, :] <= rows[:, None]) & (cols < length)[None, :], s, _MASK)
+        m_new = jnp.maximum(m, s.max(axis=1))
+        p = jnp.exp2(s - m_new[:, None])
+        alpha = jnp.exp2(m - m_new)
+        acc = acc * alpha[:, None] + _dot(p.astype(v_ref.dtype), v_ref[keys, :])
+        return acc, m_new, l * alpha + p.sum(axis=1)
+
+    head_dim = q.shape[-1]
+    carry = (jnp.zeros((block_q, head_dim), jnp.float32), jnp.full((block_q,), _MASK, jnp.float32))
+    carry = carry + (jnp.zeros((block_q,), jnp.float32),)
+    live = qi * block_q < length  # a block of padding rows does no work
+    visible = jnp.minimum(lax.div((qi + 1) * block_q + block_k - 1, block_k), lax.div(length + block_k - 1, block_k))
+    visible = jnp.where(live, visible, 0)
+    unmasked = jnp.minimum(jnp.minimum(lax.div(qi * block_q + 1, block_k), lax.div(length, block_k)), visible)
+    carry = lax.fori_loop(0, unmasked, functools.partial(visit, masked=False), carry)
+    acc, m, l = lax.fori_loop(unmasked, visible, functools.partial(visit, masked=True), carry)
+
+    row_valid = rows < length
+    l_safe = jnp.where(row_valid, l, 1.0)
+    o_ref[...] = jnp.where(row_valid[:, None], acc / l_safe[:, None], 0.0).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(row_valid, (m + jnp.log2(l_safe)) / LOG2E, -jnp.inf)
+
+    if with_scores:
+
+        @pl.when(pl.program_id(0) == 0)
+        def _():
+            _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_blocks, qk_scale)
+
+
+def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_blocks, qk_scale):
+    """scores[j] = sum over observation rows r of softmax_r(j), for every key block (zeros where no row looks)."""
+    slots = obs_slots_ref[...]  # [Wp], -1 for padding rows
+    qo = obs_q_ref[...]  # [Wp, H]
+    reach = jnp.minimum(slots.max() + 1, length)  # keys beyond this get no attention
+    seen = lax.div(jnp.maximum(reach, 0) + block_k - 1, block_k)
+
+    def logits(j):
+        cols = j * block_k + jnp.arange(block_k)
+        s = _dot_t(qo, k_ref[pl.ds(j * block_k, block_k), :]) * qk_scale
+        visible = (cols[None, :] <= slots[:, None]) & (cols < length)[None, :]
+        return jnp.where(visible, s, _MASK), visible
+
+    def normaliser(j, carry):
+        m, l = carry
+        s, _ = logits(j)
+        m_new = jnp.maximum(m, s.max(axis=1))
+        return m_new, l * jnp.exp2(m - m_new) + jnp.exp2(s - m_new[:, None]).sum(axis=1)
+
+    rows = slots.shape[0]
+    m, l = lax.fori_loop(0, seen, normaliser, (jnp.full((rows,), _MASK, jnp.float32), jnp.zeros((rows,), jnp.float32)))
+    lse = m + jnp.log2(jnp.where(l > 0, l, 1.0))
+
+    def probabilities(j, carry):
+        s, visible = logits(j)
+        scores_ref[pl.ds(j * block_k, block_k)] = jnp.where(visible, jnp.exp2(s - lse[:, None]), 0.0).sum(axis=0)
+        return carry
+
+    def zeros(j, carry):
+        scores_ref[pl.ds(j * block_k, block_k)] = jnp.zeros((block_k,), jnp.float32)
+        return carry
+
+    lax.fori_loop(0, seen, probabilities, ())
+    lax.fori_loop(seen, num_k_blocks, zeros, ())
+
+
+@functools.partial(jax.jit, static_argnames=("per_query_head", "blocks", "interpret", "poison"))
+def chunk_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    lengths: jax.Array,
+    obs_rows: jax.Array | None = None,
+    *,
+    per_query_head: bool = False,
+    blocks: Blocks | None = None,
+    interpret: bool = False,
+    poison: bool = False,
+) -> AttentionOutput:
+    """Causal attention with importance scores for right-padded chunks (see the module docstring).
+
+    q [C, T, N, H]; k, v [C, T, K, H] (N a multiple of K); lengths [C] valid tokens per chunk; obs_rows [C, W] int32
+    indices into T of the observation rows (repeats count twice, negative entries are ignored), or None for no
+    scores. `interpret` runs the kernel through the Pallas interpreter (any backend; slow). `poison` (tests) starts
+    every output as NaN so an element the kernel never writes shows up.
+    """
+    c, t, n, h = q.shape
+    kh = k.shape[2]
+    if k.shape != (c, t, kh, h) or v.shape != k.shape or n % kh:
+        raise ValueError(f"q {q.shape} and k/v {k.shape}/{v.shape} must be [C, T, N, H] and [C, T, K, H], K | N")
+    blocks = blocks or default_blocks(h)
+    bq, bk = blocks.block_q, blocks.block_k
+    tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)  # pad T to whole blocks (never in the pipeline)
+    if tp != t:
+        pad = [(0, 0), (0, tp - t), (0, 0), (0, 0)]
+        q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
+    nq, nk = tp // bq, tp // bk
+    lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]  # [C, 1]
+    with_scores = obs_rows is not None
+    kernel = functools.partial(
+        _kernel,
+        block_q=bq,
+        block_k=bk,
+        num_q_blocks=nq,
+        num_k_blocks=nk,
+        scale=h**-0.5,
+        with_scores=with_scores,
+    )
+    group = n // kh
+    in_specs = [
+        pl.BlockSpec((None, 1), lambda i, j, b: (b, 0)),
+        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, nq - 1 - i, j, 0)),
+        pl.BlockSpec((None, tp, None, h), lambda i, j, b: (b, 0, j // group, 0)),
+        pl.BlockSpec((None, tp, None, h), lambda i, j, b: (b, 0, j // group, 0)),
+    ]
+    out_specs = [
+        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, nq - 1 - i, j, 0)),
+        pl.BlockSpec((None, None, bq), lambda i, j, b: (b, j, nq - 1 - i)),
+    ]
+    out_shape = [jax.ShapeDtypeStruct((c, tp, n, h), q.dtype), jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
+    args = [lengths, q, k, v]
+    if with_scores:
+        obs_rows = obs_rows.astype(jnp.int32)
+        w = obs_rows.shape[1]
+        wp = max(MIN_OBS_ROWS, pl.next_power_of_2(w))
+        obs_rows = jnp.pad(obs_rows, [(0, 0), (0, wp - w)], constant_values=-1)
+        obs_q = jnp.take_along_axis(q, jnp.clip(obs_rows, 0, t - 1)[:, :, None, None], axis=1)  # [C, Wp, N, H]
+        in_specs += [
+            pl.BlockSpec((None, wp), lambda i, j, b: (b, 0)),
+            pl.BlockSpec((None, wp, None, h), lambda i, j, b: (b, 0, j, 0)),
+        ]
+        out_specs.append(pl.BlockSpec((None, None, tp), lambda i, j, b: (b, j, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((c, n, tp), jnp.float32))
+        args += [jnp.where(obs_rows < t, obs_rows, -1), obs_q]
+    aliases = {}
+    if poison:  # outputs start as NaN buffers aliased into the call
+        aliases = {len(args) + i: i for i in range(len(out_shape))}
+        args += [jnp.full(s.shape, jnp.nan, s.dtype) for s in out_shape]
+        in_specs += out_specs
+    outs = pl.pallas_call(
+        kernel if not poison else _ignore_poison(kernel, len(out_shape)),
+        grid=(nq, n, c),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        input_output_aliases=aliases,
+        compiler_params=plgpu.CompilerParams(num_warps=blocks.num_warps, num_stages=blocks.num_stages),
+        interpret=interpret,
+        name="chunk_attention_scores" if with_scores else "chunk_attention",
+    )(*args)
+    out, lse = outs[0][:, :t], outs[1][:, :, :t]
+    scores = None
+    if with_scores:
+        scores = outs[2][:, :, :t]
+        if not per_query_head:
+            scores = scores.reshape(c, kh, group, t).sum(axis=2)
+    return AttentionOutput(out, lse, scores)
+
+
+def _ignore_poison(kernel, num_outputs):
+    """The kernel with the aliased poisoned input refs dropped (they are the same buffers as the outputs)."""
+
+    def wrapped(*refs):
+        n_in = len(refs) - 2 * num_outputs
+        return kernel(*refs[:n_in], *refs[n_in + num_outputs :])
+
+    return wrapped
+
+
+def reference(q, k, v, lengths, obs_rows=None, *, per_query_head=False):
+    """The same three outputs in plain jnp, materialising [C, N, T, T] (tests and small benchmarks)."""
+    c, t, n, h = q.shape
+    kh = k.shape[2]
+    kr, vr = (jnp.repeat(x, n // kh, axis=2) for x in (k, v))
+    logits = jnp.einsum("ctnh,csnh->cnts", q, kr, preferred_element_type=jnp.float32) * h**-0.5
+    pos = jnp.arange(t)
+    key_ok = (pos[None, :] < lengths[:, None])[:, None, None, :]  # [C, 1, 1, S]
+    visible = (pos[None, :] <= pos[:, None])[None, None] & key_ok  # [C, 1, T, S]
+    row_ok = (pos[None, :] < lengths[:, None])[:, None, :]  # [C, 1, T]
+    logits = jnp.where(visible, logits, -jnp.inf)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    probs = jnp.where(visible, jnp.exp(logits - jnp.where(row_ok, lse, 0.0)[..., None]), 0.0)
+    out = jnp.einsum("cnts,csnh->ctnh", probs.astype(vr.dtype), vr, preferred_element_type=jnp.float32)
+    out = jnp.where(row_ok.transpose(0, 2, 1)[..., None], out, 0.0).astype(q.dtype)
+    lse = jnp.where(row_ok, lse, -jnp.inf)
+    if obs_rows is None:
+        return AttentionOutput(out, lse, None)
+    rows = jnp.clip(obs_rows, 0, t - 1)
+    seen = jnp.take_along_axis(probs, rows[:, None, :, None], axis=2)  # [C, N, W, S]
+    seen = jnp.where((obs_rows >= 0)[:, None, :, None], seen, 0.0)
+    scores = seen.sum(axis=2)
+    if not per_query_head:
+        scores = scores.reshape(c, kh, n // kh, t).sum(axis=2)
+    return AttentionOutput(out, lse, scores)
