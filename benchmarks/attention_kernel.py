@@ -7,7 +7,7 @@ Rows, for each shape (bf16, causal, every chunk full length, observation rows = 
   (a) pallas+scores   ours: output, LSE and scores [C, K, T] in one kernel (best of the --blocks configurations;
                       every configuration is in the JSON)
   (b) cudnn           jax.nn.dot_product_attention(implementation="cudnn"): output only
-  (c) cudnn+xla       (b) plus the scores as a separate XLA pass over the observation rows (scoring.window_attention)
+  (c) cudnn+xla       (b) plus the scores in a separate XLA pass (attention.observation_scores)
   (d) xla+xla         implementation="xla" plus the same score pass, where it fits in memory
 TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (the convention of FIELD_NOTES). Before timing, every variant is
 checked: ours against (d) or, where (d) does not fit, against cuDNN for the output and the XLA pass for the scores.
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcomp_jax.attention import observation_scores
 from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
-from pcomp_jax.parallelcomp.scoring import window_attention
 
 SHAPES = {  # name: (C, T, N, K, H)
     "llama3-8b": (16, 8192, 32, 8, 128),
@@ -45,7 +45,7 @@ def xla_scores(q, k, lengths, obs_rows):
     kh = k.shape[2]
     q_obs = jnp.take_along_axis(q, obs_rows[:, :, None, None], axis=1)  # [C, W, N, H]
     valid = jnp.broadcast_to((jnp.arange(t)[None, :] < lengths[:, None])[:, :, None], k.shape[:3])
-    scores = window_attention(q_obs, k, valid, obs_rows)  # [C, N, T]
+    scores = observation_scores(q_obs, k, valid, obs_rows)  # [C, N, T]
     return scores.reshape(c, kh, n // kh, t).sum(axis=2)
 
 
@@ -133,9 +133,7 @@ def bench_shape(name, shape, args, dtype):
         blocks = Blocks(bq, bk, warps, stages)
         label = f"pallas+scores bq{bq} bk{bk} w{warps} s{stages}"
         try:
-            got = chunk_attention(
-                q, k, v, lengths, obs_rows, blocks=blocks, interpret=args.interpret, poison=True
-            )
+            got = chunk_attention(q, k, v, lengths, obs_rows, blocks=blocks, interpret=args.interpret, poison=True)
             checks = {"err_out": rel(got.out, out_ref), "err_scores": rel(got.scores, score_ref)}
             if truth is not None:
                 checks["err_lse"] = rel(got.lse, truth.lse)
@@ -188,7 +186,8 @@ def main():
                 "ratio_vs_cudnn_plus_xla": ref["(c)"]["ms"] / best["ms"] if "(c)" in ref else None,
             }
     result = {
-        "command": "python benchmarks/attention_kernel.py " + " ".join(
+        "command": "python benchmarks/attention_kernel.py "
+        + " ".join(
             f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
             if v not in (None, False) and k != "out"
@@ -199,7 +198,7 @@ def main():
         "host": platform.node(),
         "dtype": "bfloat16",
         "window": args.window,
-        "shapes": {k: dict(zip(("C", "T", "N", "K", "H"), v)) for k, v in shapes.items()},
+        "shapes": {k: dict(zip(("C", "T", "N", "K", "H"), v, strict=True)) for k, v in shapes.items()},
         "rows": rows,
         "summary": summary,
     }
@@ -217,8 +216,10 @@ def main():
         )
     for name, s in summary.items():
         c_plus = s["ratio_vs_cudnn_plus_xla"]
-        print(f"{name}: best {s['best_pallas']}: {s['ratio_vs_cudnn']:.3f}x cudnn, "
-              f"{'n/a' if c_plus is None else f'{c_plus:.3f}'}x cudnn+xla scores")
+        print(
+            f"{name}: best {s['best_pallas']}: {s['ratio_vs_cudnn']:.3f}x cudnn, "
+            f"{'n/a' if c_plus is None else f'{c_plus:.3f}'}x cudnn+xla scores"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Attention backends behind one switch: a plain-`jnp` reference and cuDNN flash attention.
+"""Attention backends behind one switch: a plain-`jnp` reference, cuDNN flash attention and our Pallas kernel.
 
-Both take q [B, T, N, H] and keys/values stored once per KV head [B, S, K, H] (GQA, never repeated). The mask is
+All take q [B, T, N, H] and keys/values stored once per KV head [B, S, K, H] (GQA, never repeated). The mask is
 slot-based (see cache.py): query t sits at slot `q_slots[t]` and sees key slot s iff `s <= q_slots[t]` and the key is
 valid for its KV head.
 
@@ -9,7 +9,12 @@ valid for its KV head.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU in
   bfloat16/float16 (keys are exactly the new tokens, right-padded); float32 models and masked attention over an
   existing cache use the reference.
-- "auto": cuDNN on a GPU, the reference elsewhere.
+- "pallas": `pallas_attention.chunk_attention` for a fresh prefill that asks for observation scores (token
+  eviction), output and scores in one kernel (interpret mode off the GPU); other fresh prefills as "cudnn".
+- "auto": "pallas" on a GPU, the reference elsewhere.
+
+Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
+from a few observation rows, summed over the rows, with each row's full normaliser (Part 2, E.2 of PARALLELCOMP.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from jax import lax
 
 MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
 QUERY_BLOCK = 512
-BACKENDS = ("auto", "reference", "cudnn")
+BACKENDS = ("auto", "reference", "cudnn", "pallas")
 
 
 def resolve_backend(backend: str) -> str:
@@ -28,7 +33,7 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        return "cudnn" if jax.default_backend() == "gpu" else "reference"
+        return "pallas" if jax.default_backend() == "gpu" else "reference"
     return backend
 
 
@@ -105,3 +110,55 @@ def cudnn_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: ja
         key_value_seq_lengths=lengths,
         implementation="cudnn",
     )
+
+
+def observation_scores(rows_q: jax.Array, keys: jax.Array, key_valid: jax.Array, row_slots: jax.Array) -> jax.Array:
+    """Attention mass each key receives from the observation rows, summed over the rows, in plain jnp.
+
+    rows_q [B, W, N, H] post-RoPE queries of the rows; keys [B, S, K, H]; key_valid [B, S, K]; row_slots [W] or
+    [B, W] (a row sees keys at slots <= its own). Probabilities use each row's full softmax normaliser.
+    Returns [B, N, S] float32.
+    """
+    b, w, n, h = rows_q.shape
+    kh = keys.shape[2]
+    q = rows_q.reshape(b, w, kh, n // kh, h)  # [B, W, K, G, H]
+    logits = jnp.einsum("bwkgh,bskh->bkgws", q, keys, preferred_element_type=jnp.float32) * h**-0.5
+    visible = jnp.arange(keys.shape[1]) <= row_slots[..., None]  # [W, S] or [B, W, S]
+    visible = visible.reshape(-1, 1, 1, w, keys.shape[1])  # [1 or B, 1, 1, W, S]
+    visible = visible & key_valid.transpose(0, 2, 1)[:, :, None, None, :]  # [B, K, 1, W, S]
+    probs = jax.nn.softmax(jnp.where(visible, logits, MASK_VALUE), axis=-1)
+    probs = jnp.where(visible, probs, 0.0)
+    return probs.sum(axis=3).reshape(b, n, -1)  # [B, N, S]
+
+
+def pallas_fits(q: jax.Array) -> bool:
+    """Whether the Pallas kernel takes this query tensor [B, T, N, H]: a power-of-two head dim from 16 (the smallest
+    Triton matmul) to 128 (benchmarked on the H100 at 64 and 128), in a floating dtype."""
+    h = q.shape[-1]
+    return 16 <= h <= 128 and h & (h - 1) == 0 and q.dtype in (jnp.bfloat16, jnp.float16, jnp.float32)
+
+
+def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
+    """Causal attention over new right-padded tokens (query t at slot t), with observation scores when asked.
+
+    q [B, T, N, H]; k, v [B, T, K, H]; token_valid [B, T]; score_rows [B, W] indices into T or None.
+    Returns out [B, T, N, H] and scores [B, N, T] float32 (None without rows).
+    """
+    lengths = token_valid.sum(-1).astype(jnp.int32)
+    if backend == "pallas" and score_rows is not None and pallas_fits(q):
+        from pcomp_jax.pallas_attention import chunk_attention  # Pallas imports stay off the default path
+
+        out, _, scores = chunk_attention(
+            q, k, v, lengths, score_rows, per_query_head=True, interpret=jax.default_backend() != "gpu"
+        )
+        return out, scores
+    valid = jnp.broadcast_to(token_valid[:, :, None], k.shape[:3])  # [B, T, K]
+    if backend in ("cudnn", "pallas") and q.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu":
+        out = cudnn_causal_attention(q, k, v, lengths)
+    else:
+        out = causal_attention(q, k, v, valid)
+    scores = None
+    if score_rows is not None:
+        rows_q = jnp.take_along_axis(q, score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
+        scores = observation_scores(rows_q, k, valid, score_rows)
+    return out, scores

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from pcomp_jax.attention import causal_attention, cudnn_causal_attention, reference_attention, resolve_backend
+from pcomp_jax.attention import fresh_attention, observation_scores, reference_attention, resolve_backend
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.rope import apply_rope, rope_tables
@@ -56,7 +56,7 @@ class _Step:
     sin: jax.Array  # [B, T, H]
     token_valid: jax.Array  # [B, T] bool
     end: jax.Array  # int32 scalar: slot of the first new token
-    queries_at: jax.Array | None  # [B, W] indices into T whose post-RoPE queries are returned, or None
+    score_rows: jax.Array | None  # [B, W] indices into T of the observation rows for attention scores, or None
     fresh: bool  # static: the cache held nothing before this call, so attention is plain causal over new tokens
     backend: str  # static: concrete attention backend
     key_filter: Callable | None  # static: see `forward`
@@ -64,7 +64,7 @@ class _Step:
 
 jax.tree_util.register_dataclass(
     _Step,
-    data_fields=["cos", "sin", "token_valid", "end", "queries_at"],
+    data_fields=["cos", "sin", "token_valid", "end", "score_rows"],
     meta_fields=["fresh", "backend", "key_filter"],
 )
 
@@ -97,18 +97,18 @@ class Attention(nn.Module):
         if step.key_filter is not None:
             cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
 
-        if step.fresh and step.backend == "cudnn" and q.dtype in (jnp.bfloat16, jnp.float16):
-            out = cudnn_causal_attention(q, k, v, step.token_valid.sum(-1).astype(jnp.int32))
-        elif step.fresh:
-            out = causal_attention(q, k, v, new_valid)
+        if step.fresh and ck.shape[2] == c.num_kv_heads:
+            out, scores = fresh_attention(q, k, v, step.token_valid, step.backend, step.score_rows)
         else:
-            out = reference_attention(q, ck, cv, step.end + jnp.arange(t), cvalid)
+            q_slots = step.end + jnp.arange(t)
+            out = reference_attention(q, ck, cv, q_slots, cvalid)
+            scores = None
+            if step.score_rows is not None:
+                rows_q = jnp.take_along_axis(q, step.score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
+                scores = observation_scores(rows_q, ck, cvalid, q_slots[step.score_rows])
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         out = dense(c.hidden_size, c.o_bias, "o_proj")(out)  # [B, T, D]
-        queries = None
-        if step.queries_at is not None:
-            queries = jnp.take_along_axis(q, step.queries_at[:, :, None, None], axis=1)  # [B, W, N, H]
-        return out, (ck, cv, cvalid), queries
+        return out, (ck, cv, cvalid), scores
 
 
 class MLP(nn.Module):
@@ -132,23 +132,23 @@ class DecoderLayer(nn.Module):
         layer, layer_cache = layer_inputs
         eps = self.config.rms_norm_eps
         with jax.named_scope("attention"):
-            h, layer_cache, queries = Attention(self.config, self.dtype, name="attn")(
+            h, layer_cache, scores = Attention(self.config, self.dtype, name="attn")(
                 RMSNorm(eps, self.dtype, name="attn_norm")(x), layer, layer_cache, step
             )
         x = x + h
         with jax.named_scope("mlp"):
             x = x + MLP(self.config, self.dtype, name="mlp")(RMSNorm(eps, self.dtype, name="mlp_norm")(x))
-        return x, (layer_cache, queries)
+        return x, (layer_cache, scores)
 
 
 @struct.dataclass
 class Output:
     """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden [B, T, D];
-    queries [layers, B, W, N, H] post-RoPE queries at `queries_at` (None if not requested)."""
+    scores [layers, B, N, S] float32 observation scores of the `score_rows` (None if not requested)."""
 
     logits: jax.Array | None
     hidden: jax.Array
-    queries: jax.Array | None = None
+    scores: jax.Array | None = None
 
 
 class Llama(nn.Module):
@@ -168,7 +168,7 @@ class Llama(nn.Module):
             length=c.num_layers,
         )(c, self.dtype, name="layers")
         layer_ids = jnp.arange(c.num_layers)
-        x, ((k, v, valid), queries) = layers(x, (layer_ids, (cache.k, cache.v, cache.valid)), step)
+        x, ((k, v, valid), scores) = layers(x, (layer_ids, (cache.k, cache.v, cache.valid)), step)
         x = RMSNorm(c.rms_norm_eps, self.dtype, name="final_norm")(x)
         cache = cache.replace(k=k, v=v, valid=valid, end=cache.end + tokens.shape[1])
         logits = None
@@ -181,7 +181,7 @@ class Llama(nn.Module):
                     c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="lm_head"
                 )(h)
             logits = logits.astype(jnp.float32)
-        return Output(logits=logits, hidden=x, queries=queries), cache
+        return Output(logits=logits, hidden=x, scores=scores), cache
 
 
 def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Params:
@@ -193,7 +193,7 @@ def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Param
     return variables["params"]
 
 
-def _make_step(config, positions, token_valid, cache, backend, fresh, queries_at=None, key_filter=None):
+def _make_step(config, positions, token_valid, cache, backend, fresh, score_rows=None, key_filter=None):
     cos, sin = rope_tables(config, positions)
     if token_valid is None:
         token_valid = jnp.ones(positions.shape, bool)
@@ -202,7 +202,7 @@ def _make_step(config, positions, token_valid, cache, backend, fresh, queries_at
         sin=sin,
         token_valid=token_valid,
         end=cache.end,
-        queries_at=queries_at,
+        score_rows=score_rows,
         fresh=fresh,
         backend=backend,
         key_filter=key_filter,
@@ -222,7 +222,7 @@ def forward(
     *,
     token_valid: jax.Array | None = None,
     logits_at: jax.Array | None = None,
-    queries_at: jax.Array | None = None,
+    score_rows: jax.Array | None = None,
     key_filter: Callable | None = None,
     attention_backend: str = "auto",
 ) -> tuple[Output, KVCache]:
@@ -233,7 +233,9 @@ def forward(
       exactly T slots (plain causal attention over the new tokens; the fast path for a chunk prefill).
     token_valid: [B, T] bool, False for right padding; padded tokens are stored as invalid keys.
     logits_at: [B, P] int32 indices into T at which to return logits (None: no logits, only hidden states).
-    queries_at: [B, W] int32 indices into T whose post-RoPE queries every layer returns (for attention statistics).
+    score_rows: [B, W] int32 indices into T of observation rows: every layer returns, per query head, the softmax
+      mass each key receives from these rows, summed over them (`Output.scores`, for token eviction). With the
+      "pallas" backend a fresh prefill computes it inside the attention kernel.
     key_filter: static hook `(layer, q [B, T, N, H], q_valid [B, T], q_slots [T], k_cache [B, S, K, H],
       valid [B, S, K]) -> valid`, called in every layer after the new keys are written and before attention; it may
       only invalidate keys (attention calibration uses it). Requires an existing cache.
@@ -245,6 +247,6 @@ def forward(
     if fresh:
         cache = KVCache.empty(config, tokens.shape[0], tokens.shape[1], param_dtype(params))
     step = _make_step(
-        config, positions, token_valid, cache, resolve_backend(attention_backend), fresh, queries_at, key_filter
+        config, positions, token_valid, cache, resolve_backend(attention_backend), fresh, score_rows, key_filter
     )
     return Llama(config, param_dtype(params)).apply({"params": params}, tokens, cache, step, logits_at)

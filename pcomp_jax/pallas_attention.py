@@ -6,7 +6,7 @@
   kernel (query head n reads KV head n // G, the KV heads are never repeated); padding rows are zeros;
 - lse [C, N, T] float32: the natural log-sum-exp of each query row's scaled logits (-inf on padding rows);
 - scores [C, K, T] float32 (or [C, N, T] with `per_query_head=True`): for each key, the sum over the observation rows
-  of the exact softmax probability the row gives it (each row's final normaliser, as `scoring.window_attention`),
+  of the exact softmax probability the row gives it (each row's final normaliser, as `attention.observation_scores`),
   summed over the query heads of a KV head's group.
 
 Grid: (query block, query head, chunk), heaviest query blocks first (causal work grows with the block index), query
@@ -79,7 +79,7 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks,
     qk_scale = scale * LOG2E  # logits in base 2: exp2 is cheaper than exp
 
     def visit(j, carry, masked):
-        acc, m, l = carry
+        acc, m, denom = carry
         keys = pl.ds(j * block_k, block_k)
         s = _dot_t(q, k_ref[keys, :]) * qk_scale  # [bq, bk]
         if masked:
@@ -89,7 +89,7 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks,
         p = jnp.exp2(s - m_new[:, None])
         alpha = jnp.exp2(m - m_new)
         acc = acc * alpha[:, None] + _dot(p.astype(v_ref.dtype), v_ref[keys, :])
-        return acc, m_new, l * alpha + p.sum(axis=1)
+        return acc, m_new, denom * alpha + p.sum(axis=1)
 
     head_dim = q.shape[-1]
     carry = (jnp.zeros((block_q, head_dim), jnp.float32), jnp.full((block_q,), _MASK, jnp.float32))
@@ -99,12 +99,12 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks,
     visible = jnp.where(live, visible, 0)
     unmasked = jnp.minimum(jnp.minimum(lax.div(qi * block_q + 1, block_k), lax.div(length, block_k)), visible)
     carry = lax.fori_loop(0, unmasked, functools.partial(visit, masked=False), carry)
-    acc, m, l = lax.fori_loop(unmasked, visible, functools.partial(visit, masked=True), carry)
+    acc, m, denom = lax.fori_loop(unmasked, visible, functools.partial(visit, masked=True), carry)
 
     row_valid = rows < length
-    l_safe = jnp.where(row_valid, l, 1.0)
-    o_ref[...] = jnp.where(row_valid[:, None], acc / l_safe[:, None], 0.0).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(row_valid, (m + jnp.log2(l_safe)) / LOG2E, -jnp.inf)
+    denom = jnp.where(row_valid, denom, 1.0)
+    o_ref[...] = jnp.where(row_valid[:, None], acc / denom[:, None], 0.0).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(row_valid, (m + jnp.log2(denom)) / LOG2E, -jnp.inf)
 
     if with_scores:
 
@@ -127,14 +127,15 @@ def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_
         return jnp.where(visible, s, _MASK), visible
 
     def normaliser(j, carry):
-        m, l = carry
+        m, denom = carry
         s, _ = logits(j)
         m_new = jnp.maximum(m, s.max(axis=1))
-        return m_new, l * jnp.exp2(m - m_new) + jnp.exp2(s - m_new[:, None]).sum(axis=1)
+        return m_new, denom * jnp.exp2(m - m_new) + jnp.exp2(s - m_new[:, None]).sum(axis=1)
 
     rows = slots.shape[0]
-    m, l = lax.fori_loop(0, seen, normaliser, (jnp.full((rows,), _MASK, jnp.float32), jnp.zeros((rows,), jnp.float32)))
-    lse = m + jnp.log2(jnp.where(l > 0, l, 1.0))
+    start = (jnp.full((rows,), _MASK, jnp.float32), jnp.zeros((rows,), jnp.float32))
+    m, denom = lax.fori_loop(0, seen, normaliser, start)
+    lse = m + jnp.log2(jnp.where(denom > 0, denom, 1.0))
 
     def probabilities(j, carry):
         s, visible = logits(j)

@@ -259,6 +259,7 @@ def test_eviction_keeps_exactly_capacity_per_layer_and_head(model):
 
 def test_evict_tokens_direct():
     """L.15, L.17: indices in the candidate set, BOS kept, counts exact per (layer, KV head), also per query head."""
+    from pcomp_jax.attention import observation_scores
     from pcomp_jax.parallelcomp.eviction import evict_tokens
 
     rng = np.random.default_rng(0)
@@ -267,11 +268,10 @@ def test_evict_tokens_direct():
     k = k.at[:, :, :, 0].set(jnp.arange(t, dtype=jnp.float32)[None, :, None])  # slot id in a channel
     valid = jnp.ones((layers, t, kh), bool)
     queries = jnp.asarray(rng.normal(size=(layers, 4, n, h)), jnp.float32)
+    scores = observation_scores(queries, k, valid, jnp.arange(36, 40))  # [L, N, T] (layers as the batch axis)
     for per_head in (False, True):
         ev = TokenEviction(capacity=7, window=4, per_query_head=per_head)
-        ks, _, vs = evict_tokens(
-            k, k, valid, queries, jnp.arange(36, 40), jnp.int32(30), bos_len=1, context_slots=32, eviction=ev
-        )
+        ks, _, vs = evict_tokens(k, k, valid, scores, jnp.int32(30), bos_len=1, context_slots=32, eviction=ev)
         heads = n if per_head else kh
         assert ks.shape == (layers, 8, heads, h) and bool(vs.all())
         slots = np.asarray(ks[..., 0])  # [L, 8, heads]
@@ -430,6 +430,45 @@ def test_per_query_head_eviction_end_to_end(model):
     assert stats["kept_chunks"] == run(model, context).stats["kept_chunks"]
     big = TokenEviction(capacity=10_000, window=4, per_query_head=True)
     assert run(model, context, cfg(eviction=big)).tokens == run(model, context).tokens
+
+
+@pytest.mark.parametrize("per_query_head", [False, True], ids=["kv-heads", "q-heads"])
+def test_pallas_backend_makes_the_same_choices(model, per_query_head):
+    """The pipeline with the Pallas kernel (interpret mode on CPU) keeps the same chunks, the same tokens in each
+    layer and head, and gives the same answer as the reference backend."""
+    pallas = dataclasses.replace(model, attention_backend="pallas")
+    ev = TokenEviction(capacity=10, window=4, per_query_head=per_query_head)
+    context = text(60)
+    ref, got = run(model, context, cfg(eviction=ev)), run(pallas, context, cfg(eviction=ev))
+    assert got.stats["kept_chunks"] == ref.stats["kept_chunks"]
+    np.testing.assert_allclose(got.stats["chunk_scores"], ref.stats["chunk_scores"], rtol=1e-4)
+    assert got.tokens == ref.tokens
+
+    # the kept tokens themselves: scores from both backends, then the same selection per (layer, head)
+    from pcomp_jax.parallelcomp.eviction import evict_tokens
+
+    p = prompt_of(model, context)
+    ids = jnp.asarray([p.bos + p.prefix + p.pieces[0] + p.suffix])
+    t = ids.shape[1]
+    rows = jnp.arange(t - 4, t)[None]
+    selections = []
+    for backend in ("reference", "pallas"):
+        out, cache = forward(
+            model.params, model.config, ids, jnp.arange(t)[None], score_rows=rows, attention_backend=backend
+        )
+        kept = evict_tokens(
+            jnp.arange(t, dtype=jnp.float32)[None, :, None, None] + 0 * cache.k[:, 0],  # slot ids as "keys"
+            cache.v[:, 0],
+            cache.valid[:, 0],
+            out.scores[:, 0],
+            jnp.int32(t - len(p.suffix)),
+            bos_len=len(p.bos),
+            context_slots=t - len(p.suffix),
+            eviction=dataclasses.replace(ev, capacity=8),
+        )
+        selections.append((np.asarray(out.scores), np.asarray(kept[0])))
+    np.testing.assert_allclose(selections[1][0], selections[0][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(selections[1][1], selections[0][1])
 
 
 def test_streaming_keeps_sinks_and_recent_window(model):

@@ -1,8 +1,8 @@
 """Token eviction inside a chunk: keep the `capacity` context tokens the question attends to most (Part 1.4).
 
-Pure and static-shaped: scores from `scoring.window_attention`, max-pooled within the candidates, `lax.top_k`, then
-the kept slots are gathered in their original order. The BOS is never a candidate and is always kept (the official
-code can drop the first selected token instead, Part 2, K.4).
+Pure and static-shaped: observation scores from the prefill (`forward(score_rows=...)`), max-pooled within the
+candidates, `lax.top_k`, then the kept slots are gathered in their original order. The BOS is never a candidate and
+is always kept (the official code can drop the first selected token instead, Part 2, K.4).
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from pcomp_jax.parallelcomp.config import TokenEviction
-from pcomp_jax.parallelcomp.scoring import max_pool, window_attention
+from pcomp_jax.parallelcomp.scoring import max_pool
 
 
 def evict_tokens(
     k: jax.Array,
     v: jax.Array,
     valid: jax.Array,
-    queries: jax.Array,
-    q_slots: jax.Array,
+    scores: jax.Array,
     context_len: jax.Array,
     *,
     bos_len: int,
@@ -29,13 +28,12 @@ def evict_tokens(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Compress one chunk's cache to `bos_len + min(capacity, context_slots - bos_len)` slots.
 
-    k, v [L, T, K, H]; valid [L, T, K]; queries [L, W, N, H] of the observation rows at slots q_slots [W];
+    k, v [L, T, K, H]; valid [L, T, K]; scores [L, N, T] the observation scores per query head;
     context_len: scalar, slots [0, context_len) hold BOS + prefix + chunk text (the rest is the question and padding).
     Returns k, v [L, S_c, K', H] and valid [L, S_c, K'] with K' = K, or N when `per_query_head`.
     """
     layers, t, kh, h = k.shape
-    n = queries.shape[2]
-    scores = window_attention(queries, k, valid, q_slots)  # [L, N, T]
+    n = scores.shape[1]
     if eviction.per_query_head:
         k, v, valid = (jnp.repeat(x, n // kh, axis=2) for x in (k, v, valid))
     else:

@@ -95,9 +95,9 @@ def _group_step(
     def one_chunk(tok, total, ctx, end):
         pos = jnp.arange(t)
         logits_at = jnp.clip(ctx - 1 + jnp.arange(qp), 0, t - 1)  # logits predicting the question tokens
-        queries_at = None
+        score_rows = None
         if plan.eviction is not None:
-            queries_at = jnp.clip(end - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
+            score_rows = jnp.clip(end - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
         out, cache = forward(
             params,
             config,
@@ -105,7 +105,7 @@ def _group_step(
             pos[None],
             token_valid=(pos < total)[None],
             logits_at=logits_at[None],
-            queries_at=None if queries_at is None else queries_at[None],
+            score_rows=None if score_rows is None else score_rows[None],
             attention_backend=plan.backend,
         )
         nll = question_nll(out.logits[0], targets, target_valid)
@@ -117,8 +117,7 @@ def _group_step(
                 k,
                 v,
                 valid,
-                out.queries[:, 0],
-                queries_at,
+                out.scores[:, 0],
                 ctx,
                 bos_len=plan.bos_len,
                 context_slots=plan.context_slots,
