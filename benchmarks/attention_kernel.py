@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import platform
 import time
@@ -26,17 +27,41 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcomp_jax.attention import observation_scores
+from pcomp_jax.model import forward, init_params
 from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
+
+try:
+    from gpu_check import SHAPES as MODELS  # run as a script: benchmarks/ is on the path
+except ImportError:
+    from benchmarks.gpu_check import SHAPES as MODELS
 
 SHAPES = {  # name: (C, T, N, K, H)
     "llama3-8b": (16, 8192, 32, 8, 128),
     "smollm2": (8, 8192, 9, 3, 64),
 }
 SMALL = {"tiny-gqa4": (2, 256, 8, 2, 128), "tiny-gqa3": (2, 192, 9, 3, 64)}
-BLOCKS = {  # head_dim: candidate configurations (block_q, block_k, num_warps, num_stages)
-    128: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 128, 8, 2)],
-    64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (128, 128, 4, 2)],
+BLOCKS = {  # head_dim: candidate configurations; the first is also timed without scores
+    128: [
+        Blocks(128, 64, 8, 4),
+        Blocks(128, 64, 8, 3),
+        Blocks(128, 128, 8, 3),
+        Blocks(128, 64, 8, 4, fast_exp2=False),
+        Blocks(128, 64, 8, 4, prescale_q=True),
+    ],
+    64: [
+        Blocks(64, 64, 4, 4),
+        Blocks(64, 64, 4, 3),
+        Blocks(128, 64, 8, 3),
+        Blocks(64, 64, 4, 4, fast_exp2=False),
+        Blocks(64, 64, 4, 4, prescale_q=True),
+    ],
 }
+MODEL_CHUNKS = 4  # chunks per vmapped prefill in the model-level check
+
+
+def describe(b: Blocks) -> str:
+    flags = ("" if b.fast_exp2 else " exactexp") + (" prescale" if b.prescale_q else "")
+    return f"bq{b.block_q} bk{b.block_k} w{b.num_warps} s{b.num_stages}{flags}"
 
 
 def xla_scores(q, k, lengths, obs_rows):
@@ -50,8 +75,9 @@ def xla_scores(q, k, lengths, obs_rows):
 
 
 def make_variants(lengths, obs_rows, interpret):
-    def ours(blocks):
-        return jax.jit(lambda q, k, v: chunk_attention(q, k, v, lengths, obs_rows, blocks=blocks, interpret=interpret))
+    def ours(blocks, scores=True):
+        rows = obs_rows if scores else None
+        return jax.jit(lambda q, k, v: chunk_attention(q, k, v, lengths, rows, blocks=blocks, interpret=interpret))
 
     def dense(implementation, scores):
         def run(q, k, v):
@@ -129,9 +155,8 @@ def bench_shape(name, shape, args, dtype):
     score_ref = np.asarray(jax.jit(xla_scores)(q, k, lengths, obs_rows)) if truth is None else truth.scores
     out_ref = truth.out if truth is not None else cudnn_out
 
-    for bq, bk, warps, stages in BLOCKS[h]:
-        blocks = Blocks(bq, bk, warps, stages)
-        label = f"pallas+scores bq{bq} bk{bk} w{warps} s{stages}"
+    for i, blocks in enumerate(BLOCKS[h]):
+        label = "pallas+scores " + describe(blocks)
         try:
             got = chunk_attention(q, k, v, lengths, obs_rows, blocks=blocks, interpret=args.interpret, poison=True)
             checks = {"err_out": rel(got.out, out_ref), "err_scores": rel(got.scores, score_ref)}
@@ -143,12 +168,48 @@ def bench_shape(name, shape, args, dtype):
             rows.append({"shape": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:300]}"})
             continue
         record(label, ours(blocks), checks)
+        if i == 0:
+            record("pallas, no scores " + describe(blocks), ours(blocks, scores=False))
     if not args.interpret:
         record("(b) cudnn", dense("cudnn", False))
         got = dense("cudnn", True)(q, k, v)
         record("(c) cudnn+xla scores", dense("cudnn", True), {"err_scores": rel(got[1], score_ref)})
     if not args.skip_xla:
         record("(d) xla+xla scores", dense("xla", True))
+    return rows
+
+
+def _group_prefill(params, tokens, *, config, backend, window):
+    """jax.vmap of `forward` over chunks, logits and observation scores at the last `window` rows (as the pipeline)."""
+    t = tokens.shape[1]
+    rows = jnp.arange(t - window, t)[None]
+
+    def one(tok):
+        out, _ = forward(
+            params, config, tok[None], jnp.arange(t)[None], logits_at=rows, score_rows=rows, attention_backend=backend
+        )
+        return out.logits[0], out.scores[:, 0]
+
+    return jax.vmap(one)(tokens)
+
+
+def model_check(window: int, repeats: int) -> list[dict]:
+    """The whole prefill of a chunk group as the pipeline runs it, random bf16 weights (the shapes of gpu_check.py):
+    backends "cudnn" (scores in a separate jnp pass) and "pallas" (scores in the kernel)."""
+    rows = []
+    t = 8192
+    for name, config in MODELS.items():
+        params = init_params(config, jax.random.key(0), jnp.bfloat16)
+        tokens = jax.random.randint(jax.random.key(1), (MODEL_CHUNKS, t), 0, config.vocab_size)
+        outs = {}
+        for backend in ("cudnn", "pallas"):
+            fn = jax.jit(functools.partial(_group_prefill, config=config, backend=backend, window=window))
+            outs[backend] = [np.asarray(x, np.float32) for x in fn(params, tokens)]
+            seconds = timed(fn, [(params, tokens)], repeats)
+            rows.append({"model": name, "backend": backend, "chunks": MODEL_CHUNKS, "tokens": t, "ms": seconds * 1e3})
+        rows[-1]["rel_diff_logits"] = rel(outs["pallas"][0], outs["cudnn"][0])
+        rows[-1]["rel_diff_scores"] = rel(outs["pallas"][1], outs["cudnn"][1])
+        rows[-1]["argmax_agree"] = float((outs["pallas"][0].argmax(-1) == outs["cudnn"][0].argmax(-1)).mean())
     return rows
 
 
@@ -170,13 +231,14 @@ def main():
     rows = []
     for name, shape in shapes.items():
         rows += bench_shape(name, shape, args, dtype)
+    models = [] if args.interpret or args.small else model_check(args.window, args.repeats)
     by_shape = {}
     for row in rows:
         by_shape.setdefault(row["shape"], []).append(row)
     summary = {}
     for name, shape_rows in by_shape.items():
         ok = [r for r in shape_rows if "ms" in r]
-        ours = [r for r in ok if r["variant"].startswith("pallas")]
+        ours = [r for r in ok if r["variant"].startswith("pallas+scores")]
         ref = {r["variant"][:3]: r for r in ok}
         if ours and "(b)" in ref:
             best = min(ours, key=lambda r: r["ms"])
@@ -201,18 +263,24 @@ def main():
         "shapes": {k: dict(zip(("C", "T", "N", "K", "H"), v, strict=True)) for k, v in shapes.items()},
         "rows": rows,
         "summary": summary,
+        "model_prefill": models,
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{'shape':<10} {'variant':<36} {'ms':>9} {'TFLOP/s':>8} {'err_out':>9} {'err_scores':>10}")
+    print(f"{'shape':<10} {'variant':<48} {'ms':>9} {'TFLOP/s':>8} {'err_out':>9} {'err_scores':>10}")
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:<10} {r['variant']:<36} {r['error'][:120]}")
+            print(f"{r['shape']:<10} {r['variant']:<48} {r['error'][:120]}")
             continue
         eo, es = r.get("err_out"), r.get("err_scores")
         print(
-            f"{r['shape']:<10} {r['variant']:<36} {r['ms']:9.3f} {r['tflops']:8.1f} "
+            f"{r['shape']:<10} {r['variant']:<48} {r['ms']:9.3f} {r['tflops']:8.1f} "
             f"{'' if eo is None else f'{eo:9.1e}'} {'' if es is None else f'{es:10.1e}'}"
+        )
+    for m in models:
+        extra = ", ".join(f"{k} {m[k]:.2e}" for k in ("rel_diff_logits", "rel_diff_scores") if k in m)
+        print(
+            f"model prefill {m['model']:<18} {m['backend']:<7} {m['chunks']}x{m['tokens']}: {m['ms']:8.2f} ms {extra}"
         )
     for name, s in summary.items():
         c_plus = s["ratio_vs_cudnn_plus_xla"]

@@ -11,7 +11,9 @@ valid for its KV head.
   existing cache use the reference.
 - "pallas": `pallas_attention.chunk_attention` for a fresh prefill that asks for observation scores (token
   eviction), output and scores in one kernel (interpret mode off the GPU); other fresh prefills as "cudnn".
-- "auto": "pallas" on a GPU, the reference elsewhere.
+- "auto": "cudnn" on a GPU, the reference elsewhere. Not "pallas": on the H100 our kernel with scores is still
+  slower than cuDNN plus a separate jnp score pass (0.82x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so
+  auto picks the faster path; `PALLAS_IN_AUTO` flips it once the kernel wins.
 
 Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
 from a few observation rows, summed over the rows, with each row's full normaliser (Part 2, E.2 of PARALLELCOMP.md).
@@ -26,6 +28,7 @@ from jax import lax
 MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
 QUERY_BLOCK = 512
 BACKENDS = ("auto", "reference", "cudnn", "pallas")
+PALLAS_IN_AUTO = False  # see the module docstring: measured slower than cuDNN + a jnp score pass
 
 
 def resolve_backend(backend: str) -> str:
@@ -33,7 +36,9 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        return "pallas" if jax.default_backend() == "gpu" else "reference"
+        if jax.default_backend() != "gpu":
+            return "reference"
+        return "pallas" if PALLAS_IN_AUTO else "cudnn"
     return backend
 
 

@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     gen.add_argument(
         "--attention-backend",
-        choices=["auto", "reference", "cudnn"],
+        choices=["auto", "reference", "cudnn", "pallas"],
         default="auto",
-        help="auto = cuDNN on GPU, reference jnp elsewhere",
+        help="auto = cuDNN on GPU, reference jnp elsewhere; pallas = our kernel where token eviction needs attention "
+        "scores (interpret mode, slow, off the GPU)",
     )
     gen.add_argument(
         "--json", action="store_true", help="print one JSON object: text, tokens, seconds, and stats for --context-file"

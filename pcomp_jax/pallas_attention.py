@@ -14,7 +14,8 @@ heads of one group adjacent so their shared K/V blocks stay in L2. Each program 
 over the key blocks it can see: the blocks fully below the diagonal and inside the length without a mask, then the
 diagonal/length-edge blocks with one. The first program launched for a (chunk, head) also owns the scores: it
 re-reads the observation rows' logits twice (once for their normaliser, once for the probabilities; W rows x T keys,
-about 1% of the attention work at W=32, T=8192) and writes the whole score row, zeros included. Everything is
+about 1% of the attention FLOPs at W=32, T=8192, in tiles of up to 256 keys so the short matmuls do not serialise)
+and writes the whole score row, zeros included. Everything is
 float32 inside; operands stay in the input dtype. Why Triton rather than Mosaic GPU: docs/KERNELS.md.
 """
 
@@ -38,16 +39,24 @@ MIN_OBS_ROWS = 16  # the smallest matmul tile Triton accepts
 
 @dataclasses.dataclass(frozen=True)
 class Blocks:
-    """Tile sizes and launch settings (tuned on an H100 by benchmarks/attention_kernel.py)."""
+    """Tile sizes, launch settings and two arithmetic shortcuts (tuned on an H100 by benchmarks/attention_kernel.py).
+
+    fast_exp2: the hardware `ex2.approx` instruction instead of libdevice's exp2f on the GPU (interpret mode always
+      uses jnp.exp2). prescale_q: fold the softmax scale into q once per block instead of scaling every logit tile
+      (one extra rounding of q in its own dtype).
+    """
 
     block_q: int = 128
     block_k: int = 64
     num_warps: int = 8
     num_stages: int = 3
+    fast_exp2: bool = True
+    prescale_q: bool = False
 
 
 def default_blocks(head_dim: int) -> Blocks:
-    return Blocks(num_warps=4) if head_dim <= 64 else Blocks()
+    """The fastest configuration measured on the H100 (docs/BENCHMARKS.md) for the two benchmarked head dims."""
+    return Blocks(64, 64, num_warps=4, num_stages=4) if head_dim <= 64 else Blocks(128, 128, num_warps=8, num_stages=3)
 
 
 class AttentionOutput(NamedTuple):
@@ -67,27 +76,60 @@ def _dot(a, b):
     return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks, num_k_blocks, scale, with_scores):
+def _exp2_approx(x):
+    return plgpu.elementwise_inline_asm(
+        "ex2.approx.ftz.f32 $0, $1;",
+        args=[x],
+        constraints="=r,r",
+        pack=1,
+        result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)],
+    )[0]
+
+
+def _scaled(q, qk_scale, prescale):
+    """(q operand, multiplier for its logits): the scale folded into q, or applied to each logit tile."""
+    if prescale:
+        return (q.astype(jnp.float32) * qk_scale).astype(q.dtype), None
+    return q, qk_scale
+
+
+def _kernel(
+    len_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    *refs,
+    block_q,
+    block_k,
+    num_q_blocks,
+    num_k_blocks,
+    scale,
+    with_scores,
+    exp2,
+    prescale,
+    score_block,
+):
     if with_scores:
         obs_slots_ref, obs_q_ref, o_ref, lse_ref, scores_ref = refs
     else:
         o_ref, lse_ref = refs
     qi = num_q_blocks - 1 - pl.program_id(0)  # heaviest block first
     length = len_ref[0]
-    q = q_ref[...]  # [bq, H]
-    rows = qi * block_q + jnp.arange(block_q)
     qk_scale = scale * LOG2E  # logits in base 2: exp2 is cheaper than exp
+    q, mult = _scaled(q_ref[...], qk_scale, prescale)  # [bq, H]
+    rows = qi * block_q + jnp.arange(block_q)
 
     def visit(j, carry, masked):
         acc, m, denom = carry
         keys = pl.ds(j * block_k, block_k)
-        s = _dot_t(q, k_ref[keys, :]) * qk_scale  # [bq, bk]
+        s = _dot_t(q, k_ref[keys, :])  # [bq, bk]
+        s = s if mult is None else s * mult
         if masked:
             cols = j * block_k + jnp.arange(block_k)
             s = jnp.where((cols[None, :] <= rows[:, None]) & (cols < length)[None, :], s, _MASK)
         m_new = jnp.maximum(m, s.max(axis=1))
-        p = jnp.exp2(s - m_new[:, None])
-        alpha = jnp.exp2(m - m_new)
+        p = exp2(s - m_new[:, None])
+        alpha = exp2(m - m_new)
         acc = acc * alpha[:, None] + _dot(p.astype(v_ref.dtype), v_ref[keys, :])
         return acc, m_new, denom * alpha + p.sum(axis=1)
 
@@ -110,19 +152,20 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, *refs, block_q, block_k, num_q_blocks,
 
         @pl.when(pl.program_id(0) == 0)
         def _():
-            _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_blocks, qk_scale)
+            qo, obs_mult = _scaled(obs_q_ref[...], qk_scale, prescale)
+            _scores(length, obs_slots_ref, qo, obs_mult, k_ref, scores_ref, score_block, num_k_blocks * block_k, exp2)
 
 
-def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_blocks, qk_scale):
+def _scores(length, obs_slots_ref, qo, mult, k_ref, scores_ref, block_k, padded_len, exp2):
     """scores[j] = sum over observation rows r of softmax_r(j), for every key block (zeros where no row looks)."""
     slots = obs_slots_ref[...]  # [Wp], -1 for padding rows
-    qo = obs_q_ref[...]  # [Wp, H]
     reach = jnp.minimum(slots.max() + 1, length)  # keys beyond this get no attention
     seen = lax.div(jnp.maximum(reach, 0) + block_k - 1, block_k)
 
     def logits(j):
         cols = j * block_k + jnp.arange(block_k)
-        s = _dot_t(qo, k_ref[pl.ds(j * block_k, block_k), :]) * qk_scale
+        s = _dot_t(qo, k_ref[pl.ds(j * block_k, block_k), :])
+        s = s if mult is None else s * mult
         visible = (cols[None, :] <= slots[:, None]) & (cols < length)[None, :]
         return jnp.where(visible, s, _MASK), visible
 
@@ -130,7 +173,7 @@ def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_
         m, denom = carry
         s, _ = logits(j)
         m_new = jnp.maximum(m, s.max(axis=1))
-        return m_new, denom * jnp.exp2(m - m_new) + jnp.exp2(s - m_new[:, None]).sum(axis=1)
+        return m_new, denom * exp2(m - m_new) + exp2(s - m_new[:, None]).sum(axis=1)
 
     rows = slots.shape[0]
     start = (jnp.full((rows,), _MASK, jnp.float32), jnp.zeros((rows,), jnp.float32))
@@ -139,7 +182,7 @@ def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_
 
     def probabilities(j, carry):
         s, visible = logits(j)
-        scores_ref[pl.ds(j * block_k, block_k)] = jnp.where(visible, jnp.exp2(s - lse[:, None]), 0.0).sum(axis=0)
+        scores_ref[pl.ds(j * block_k, block_k)] = jnp.where(visible, exp2(s - lse[:, None]), 0.0).sum(axis=0)
         return carry
 
     def zeros(j, carry):
@@ -147,7 +190,7 @@ def _scores(length, obs_slots_ref, obs_q_ref, k_ref, scores_ref, block_k, num_k_
         return carry
 
     lax.fori_loop(0, seen, probabilities, ())
-    lax.fori_loop(seen, num_k_blocks, zeros, ())
+    lax.fori_loop(seen, padded_len // block_k, zeros, ())
 
 
 @functools.partial(jax.jit, static_argnames=("per_query_head", "blocks", "interpret", "poison"))
@@ -191,6 +234,9 @@ def chunk_attention(
         num_k_blocks=nk,
         scale=h**-0.5,
         with_scores=with_scores,
+        exp2=_exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2,
+        prescale=blocks.prescale_q,
+        score_block=max(b for b in (256, 128, bk) if tp % b == 0 and b % bk == 0),
     )
     group = n // kh
     in_specs = [
