@@ -311,7 +311,8 @@ def reference(q, k, v, lengths, obs_rows=None, *, per_query_head=False):
     row_ok = (pos[None, :] < lengths[:, None])[:, None, :]  # [C, 1, T]
     logits = jnp.where(visible, logits, -jnp.inf)
     lse = jax.nn.logsumexp(logits, axis=-1)
-    probs = jnp.where(visible, jnp.exp(logits - jnp.where(row_ok, lse, 0.0)[..., None]), 0.0)
+    # every row's own normaliser (observation rows may sit in the padding); -inf only where a chunk is empty
+    probs = jnp.where(visible, jnp.exp(logits - jnp.where(jnp.isfinite(lse), lse, 0.0)[..., None]), 0.0)
     out = jnp.einsum("cnts,csnh->ctnh", probs.astype(vr.dtype), vr, preferred_element_type=jnp.float32)
     out = jnp.where(row_ok.transpose(0, 2, 1)[..., None], out, 0.0).astype(q.dtype)
     lse = jnp.where(row_ok, lse, -jnp.inf)
