@@ -40,16 +40,18 @@ SHAPES = {  # name: (C, T, N, K, H)
     "smollm2": (8, 8192, 9, 3, 64),
 }
 SMALL = {"tiny-gqa4": (2, 256, 8, 2, 128), "tiny-gqa3": (2, 192, 9, 3, 64)}
-BLOCKS = {  # head_dim: candidate configurations; the first is also timed without scores
+BLOCKS = {  # head_dim: candidate configurations; the first (the default) is also timed without scores
     128: [
-        Blocks(128, 64, 8, 4),
-        Blocks(128, 64, 8, 3),
         Blocks(128, 128, 8, 3),
-        Blocks(128, 64, 8, 4, fast_exp2=False),
-        Blocks(128, 64, 8, 4, prescale_q=True),
+        Blocks(128, 128, 8, 3, fused_scores=False),
+        Blocks(128, 64, 8, 3),
+        Blocks(128, 64, 8, 4),
+        Blocks(128, 64, 8, 3, fast_exp2=False),
+        Blocks(128, 64, 8, 3, prescale_q=True),
     ],
     64: [
         Blocks(64, 64, 4, 4),
+        Blocks(64, 64, 4, 4, fused_scores=False),
         Blocks(64, 64, 4, 3),
         Blocks(128, 64, 8, 3),
         Blocks(64, 64, 4, 4, fast_exp2=False),
@@ -61,6 +63,7 @@ MODEL_CHUNKS = 4  # chunks per vmapped prefill in the model-level check
 
 def describe(b: Blocks) -> str:
     flags = ("" if b.fast_exp2 else " exactexp") + (" prescale" if b.prescale_q else "")
+    flags += "" if b.fused_scores else " unfused"
     return f"bq{b.block_q} bk{b.block_k} w{b.num_warps} s{b.num_stages}{flags}"
 
 

@@ -43,7 +43,8 @@ class Blocks:
 
     fast_exp2: the hardware `ex2.approx` instruction instead of libdevice's exp2f on the GPU (interpret mode always
       uses jnp.exp2). prescale_q: fold the softmax scale into q once per block instead of scaling every logit tile
-      (one extra rounding of q in its own dtype).
+      (one extra rounding of q in its own dtype). fused_scores: the scores inside the attention kernel (False: in a
+      second, small kernel launched after it; an experiment kept for the benchmark).
     """
 
     block_q: int = 128
@@ -52,6 +53,7 @@ class Blocks:
     num_stages: int = 3
     fast_exp2: bool = True
     prescale_q: bool = False
+    fused_scores: bool = True
 
 
 def default_blocks(head_dim: int) -> Blocks:
@@ -226,6 +228,9 @@ def chunk_attention(
     nq, nk = tp // bq, tp // bk
     lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]  # [C, 1]
     with_scores = obs_rows is not None
+    fused = with_scores and blocks.fused_scores
+    exp2 = _exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2
+    score_block = max(b for b in (256, 128, bk) if tp % b == 0 and b % bk == 0)
     kernel = functools.partial(
         _kernel,
         block_q=bq,
@@ -233,10 +238,10 @@ def chunk_attention(
         num_q_blocks=nq,
         num_k_blocks=nk,
         scale=h**-0.5,
-        with_scores=with_scores,
-        exp2=_exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2,
+        with_scores=fused,
+        exp2=exp2,
         prescale=blocks.prescale_q,
-        score_block=max(b for b in (256, 128, bk) if tp % b == 0 and b % bk == 0),
+        score_block=score_block,
     )
     group = n // kh
     in_specs = [
@@ -257,36 +262,64 @@ def chunk_attention(
         wp = max(MIN_OBS_ROWS, pl.next_power_of_2(w))
         obs_rows = jnp.pad(obs_rows, [(0, 0), (0, wp - w)], constant_values=-1)
         obs_q = jnp.take_along_axis(q, jnp.clip(obs_rows, 0, t - 1)[:, :, None, None], axis=1)  # [C, Wp, N, H]
-        in_specs += [
-            pl.BlockSpec((None, wp), lambda i, j, b: (b, 0)),
-            pl.BlockSpec((None, wp, None, h), lambda i, j, b: (b, 0, j, 0)),
+        obs_slots = jnp.where(obs_rows < t, obs_rows, -1)
+        score_specs = [
+            pl.BlockSpec((None, wp), lambda *g: (g[-1], 0)),
+            pl.BlockSpec((None, wp, None, h), lambda *g: (g[-1], 0, g[-2], 0)),
         ]
+    if fused:
+        in_specs += score_specs
         out_specs.append(pl.BlockSpec((None, None, tp), lambda i, j, b: (b, j, 0)))
         out_shape.append(jax.ShapeDtypeStruct((c, n, tp), jnp.float32))
-        args += [jnp.where(obs_rows < t, obs_rows, -1), obs_q]
+        args += [obs_slots, obs_q]
+    launch = functools.partial(_launch, blocks=blocks, interpret=interpret, poison=poison)
+    name = "chunk_attention_scores" if fused else "chunk_attention"
+    outs = launch(kernel, (nq, n, c), in_specs, out_specs, out_shape, args, name)
+    out, lse = outs[0][:, :t], outs[1][:, :, :t]
+    scores = None
+    if with_scores:
+        if fused:
+            scores = outs[2]
+        else:  # experiment: a second launch, one program per (head, chunk)
+            score_kernel = functools.partial(
+                _score_kernel, block_k=score_block, padded_len=tp, scale=h**-0.5, exp2=exp2, prescale=blocks.prescale_q
+            )
+            in_specs = [pl.BlockSpec((None, 1), lambda j, b: (b, 0))] + score_specs
+            in_specs.append(pl.BlockSpec((None, tp, None, h), lambda j, b: (b, 0, j // group, 0)))
+            out_spec = [pl.BlockSpec((None, None, tp), lambda j, b: (b, j, 0))]
+            shape = [jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
+            args = [lengths, obs_slots, obs_q, k]
+            scores = launch(score_kernel, (n, c), in_specs, out_spec, shape, args, "chunk_scores")[0]
+        scores = scores[:, :, :t]
+        if not per_query_head:
+            scores = scores.reshape(c, kh, group, t).sum(axis=2)
+    return AttentionOutput(out, lse, scores)
+
+
+def _score_kernel(len_ref, obs_slots_ref, obs_q_ref, k_ref, scores_ref, *, block_k, padded_len, scale, exp2, prescale):
+    qo, mult = _scaled(obs_q_ref[...], scale * LOG2E, prescale)
+    _scores(len_ref[0], obs_slots_ref, qo, mult, k_ref, scores_ref, block_k, padded_len, exp2)
+
+
+def _launch(kernel, grid, in_specs, out_specs, out_shape, args, name, *, blocks, interpret, poison):
+    """pallas_call; with `poison`, every output starts as a NaN buffer aliased into the call."""
     aliases = {}
-    if poison:  # outputs start as NaN buffers aliased into the call
+    if poison:
         aliases = {len(args) + i: i for i in range(len(out_shape))}
-        args += [jnp.full(s.shape, jnp.nan, s.dtype) for s in out_shape]
-        in_specs += out_specs
-    outs = pl.pallas_call(
-        kernel if not poison else _ignore_poison(kernel, len(out_shape)),
-        grid=(nq, n, c),
+        args = args + [jnp.full(s.shape, jnp.nan, s.dtype) for s in out_shape]
+        in_specs = in_specs + out_specs
+        kernel = _ignore_poison(kernel, len(out_shape))
+    return pl.pallas_call(
+        kernel,
+        grid=grid,
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
         input_output_aliases=aliases,
         compiler_params=plgpu.CompilerParams(num_warps=blocks.num_warps, num_stages=blocks.num_stages),
         interpret=interpret,
-        name="chunk_attention_scores" if with_scores else "chunk_attention",
+        name=name,
     )(*args)
-    out, lse = outs[0][:, :t], outs[1][:, :, :t]
-    scores = None
-    if with_scores:
-        scores = outs[2][:, :, :t]
-        if not per_query_head:
-            scores = scores.reshape(c, kh, group, t).sum(axis=2)
-    return AttentionOutput(out, lse, scores)
 
 
 def _ignore_poison(kernel, num_outputs):
