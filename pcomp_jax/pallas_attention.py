@@ -1,4 +1,4 @@
-"""Causal attention over a batch of chunks that also returns each key's importance: one Pallas (Triton) kernel.
+"""Causal attention over a batch of chunks that also returns each key's importance, in Pallas (Triton lowering).
 
 `chunk_attention(q, k, v, lengths, obs_rows)` computes, for right-padded chunks,
 
@@ -9,14 +9,18 @@
   of the exact softmax probability the row gives it (each row's final normaliser, as `attention.observation_scores`),
   summed over the query heads of a KV head's group.
 
-Grid: (query block, query head, chunk), heaviest query blocks first (causal work grows with the block index), query
-heads of one group adjacent so their shared K/V blocks stay in L2. Each program runs the flash-attention recurrence
-over the key blocks it can see: the blocks fully below the diagonal and inside the length without a mask, then the
-diagonal/length-edge blocks with one. The first program launched for a (chunk, head) also owns the scores: it
-re-reads the observation rows' logits twice (once for their normaliser, once for the probabilities; W rows x T keys,
-about 1% of the attention FLOPs at W=32, T=8192, in tiles of up to 256 keys so the short matmuls do not serialise)
-and writes the whole score row, zeros included. Everything is
-float32 inside; operands stay in the input dtype. Why Triton rather than Mosaic GPU: docs/KERNELS.md.
+Attention grid: (query block, query head, chunk), heaviest query blocks first (causal work grows with the block
+index), query heads of one group adjacent so their shared K/V blocks stay in L2. Each program runs the
+flash-attention recurrence over the key blocks it can see: the blocks fully below the diagonal and inside the length
+without a mask, then the diagonal/length-edge blocks with one. Everything is float32 inside; operands stay in the
+input dtype.
+
+Scores: one program per (head, chunk) reads the observation rows' logits twice (once for their normaliser, once for
+the probabilities; W rows x T keys, about 1% of the attention FLOPs at W=32, T=8192, in tiles of up to 256 keys)
+and writes the whole score row, zeros included. By default that program is a second, small launch; with
+`Blocks(fused_scores=True)` it is the first program of the attention grid for each (chunk, head) instead, which
+measured slower on the H100 (every attention program then carries the score code). Why Triton rather than Mosaic
+GPU, and the measurements: docs/KERNELS.md.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class Blocks:
 
     fast_exp2: the hardware `ex2.approx` instruction instead of libdevice's exp2f on the GPU (interpret mode always
       uses jnp.exp2). prescale_q: fold the softmax scale into q once per block instead of scaling every logit tile
-      (one extra rounding of q in its own dtype). fused_scores: the scores inside the attention kernel (False: in a
-      second, small kernel launched after it; an experiment kept for the benchmark).
+      (one extra rounding of q in its own dtype). fused_scores: the scores inside the attention program (True) or in a
+      second, small launch right after it (False, the default: measured faster, docs/KERNELS.md).
     """
 
     block_q: int = 128
@@ -53,7 +57,7 @@ class Blocks:
     num_stages: int = 3
     fast_exp2: bool = True
     prescale_q: bool = False
-    fused_scores: bool = True
+    fused_scores: bool = False
 
 
 def default_blocks(head_dim: int) -> Blocks:

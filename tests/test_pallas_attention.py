@@ -122,6 +122,15 @@ CASES = {
     "gqa4-hd128-many-rows": (3, (2, 150, 4, 1, 128), Blocks(64, 32), [150, 64], None),
     # block_q < block_k, an empty chunk, a single observation row
     "gqa2-hd128-empty-chunk": (4, (3, 96, 4, 2, 128), Blocks(16, 32), [0, 96, 33], [[-1], [95], [32]]),
+    # the scores inside the attention launch (the first program of each chunk and head) instead of a second launch
+    "gqa3-ragged-fused": (
+        5,
+        (3, 100, 3, 1, 64),
+        Blocks(32, 16, fused_scores=True),
+        [100, 37, 1],
+        [[99, 98, 98, -1, 50], [36, 36, -1, 60, 5], [0, -1, 0, 10, -1]],
+    ),
+    "gqa4-hd128-fused": (6, (2, 150, 4, 1, 128), Blocks(64, 32, fused_scores=True), [150, 64], None),
 }
 
 
@@ -228,7 +237,8 @@ def test_bad_shapes_raise(q_shape, k_shape, v_shape):
 
 @pytest.mark.parametrize(("dtype", "head_dim"), [(jnp.bfloat16, 128), (jnp.float16, 64)])
 def test_lowers_to_triton_for_cuda(dtype, head_dim):
-    """With default blocks and obs rows the kernel lowers for CUDA, from the CPU, to a Triton custom call."""
+    """With default blocks and obs rows the kernels (attention, then scores) lower for CUDA, from the CPU, to Triton
+    custom calls; with fused scores, to one."""
     c, t, n, kh, w = 2, 256, 8, 2, 8
     shapes = [
         jax.ShapeDtypeStruct((c, t, n, head_dim), dtype),
@@ -238,5 +248,7 @@ def test_lowers_to_triton_for_cuda(dtype, head_dim):
         jax.ShapeDtypeStruct((c, w), jnp.int32),
     ]
     text = jax.jit(chunk_attention).trace(*shapes).lower(lowering_platforms=("cuda",)).as_text()
-    assert "xla.gpu.triton" in text
-    assert "chunk_attention_scores" in text
+    assert text.count("xla.gpu.triton") == 2 and "chunk_attention" in text and "chunk_scores" in text
+    fused = jax.jit(functools.partial(chunk_attention, blocks=Blocks(fused_scores=True)))
+    text = fused.trace(*shapes).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("xla.gpu.triton") == 1 and "chunk_attention_scores" in text
