@@ -158,11 +158,13 @@ def bench_shape(name, shape, args, dtype):
     score_ref = np.asarray(jax.jit(xla_scores)(q, k, lengths, obs_rows)) if truth is None else truth.scores
     out_ref = truth.out if truth is not None else cudnn_out
 
-    for i, blocks in enumerate(BLOCKS[h]):
+    for i, blocks in enumerate(BLOCKS[h][: args.max_configs]):
         label = "pallas+scores " + describe(blocks)
         try:
             got = chunk_attention(q, k, v, lengths, obs_rows, blocks=blocks, interpret=args.interpret, poison=True)
-            checks = {"err_out": rel(got.out, out_ref), "err_scores": rel(got.scores, score_ref)}
+            checks = {"err_scores": rel(got.scores, score_ref)}
+            if out_ref is not None:  # none with --skip-xla off the GPU
+                checks["err_out"] = rel(got.out, out_ref)
             if truth is not None:
                 checks["err_lse"] = rel(got.lse, truth.lse)
             if cudnn_out is not None:
@@ -226,6 +228,7 @@ def main():
     parser.add_argument("--input-sets", type=int, default=2, help="input sets rotated between calls")
     parser.add_argument("--skip-xla", action="store_true", help="skip the dense XLA variant and reference")
     parser.add_argument("--shapes", default=None, help="comma-separated subset of the shape names")
+    parser.add_argument("--max-configs", type=int, default=None, help="only the first N kernel configurations")
     args = parser.parse_args()
     shapes = SMALL if args.small else SHAPES
     if args.shapes:

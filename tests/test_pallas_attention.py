@@ -252,3 +252,23 @@ def test_lowers_to_triton_for_cuda(dtype, head_dim):
     fused = jax.jit(functools.partial(chunk_attention, blocks=Blocks(fused_scores=True)))
     text = fused.trace(*shapes).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("xla.gpu.triton") == 1 and "chunk_attention_scores" in text
+
+
+def test_benchmark_script_runs_small(tmp_path):
+    """benchmarks/attention_kernel.py (the GPU benchmark) runs on tiny shapes in interpret mode and checks itself."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "attention_kernel.py"), "--small", "--interpret"]
+    cmd += ["--shapes", "tiny-gqa3", "--max-configs", "2", "--repeats", "1", "--input-sets", "1", "--out", str(out)]
+    subprocess.run(
+        cmd, check=True, cwd=root, capture_output=True, env={**__import__("os").environ, "PYTHONPATH": str(root)}
+    )
+    rows = json.loads(out.read_text())["rows"]
+    ours = [r for r in rows if r["variant"].startswith("pallas+scores")]
+    assert len(ours) == 2 and all("error" not in r for r in rows) and any(r["variant"].startswith("(d)") for r in rows)
+    assert all(r["err_out"] < 1e-2 and r["err_scores"] < 1e-3 for r in ours)
