@@ -9,6 +9,7 @@ Rows, for each shape (bf16, causal, every chunk full length, observation rows = 
   (b) cudnn           jax.nn.dot_product_attention(implementation="cudnn"): output only
   (c) cudnn+xla       (b) plus the scores in a separate XLA pass (attention.observation_scores)
   (d) xla+xla         implementation="xla" plus the same score pass, where it fits in memory
+  (e) cudnn+pallas    (b) plus the scores from our Pallas score kernel alone (pallas_attention.chunk_scores)
 TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (the convention of FIELD_NOTES). Before timing, every variant is
 checked: ours against (d) or, where (d) does not fit, against cuDNN for the output and the XLA pass for the scores.
 """
@@ -26,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcomp_jax import attention
 from pcomp_jax.attention import observation_scores
 from pcomp_jax.model import forward, init_params
-from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
+from pcomp_jax.pallas_attention import Blocks, chunk_attention, chunk_scores, reference
 
 try:
     from gpu_check import SHAPES as MODELS  # run as a script: benchmarks/ is on the path
@@ -44,6 +46,7 @@ BLOCKS = {  # head_dim: candidate configurations; the first (the default) is als
     128: [
         Blocks(128, 128, 8, 3),
         Blocks(128, 128, 8, 3, fused_scores=True),
+        Blocks(128, 128, 8, 4),
         Blocks(128, 64, 8, 3),
         Blocks(128, 64, 8, 4),
         Blocks(128, 64, 8, 3, fast_exp2=False),
@@ -52,6 +55,7 @@ BLOCKS = {  # head_dim: candidate configurations; the first (the default) is als
     64: [
         Blocks(64, 64, 4, 4),
         Blocks(64, 64, 4, 4, fused_scores=True),
+        Blocks(64, 128, 4, 3),
         Blocks(64, 64, 4, 3),
         Blocks(128, 64, 8, 3),
         Blocks(64, 64, 4, 4, fast_exp2=False),
@@ -83,6 +87,8 @@ def make_variants(lengths, obs_rows, interpret):
         return jax.jit(lambda q, k, v: chunk_attention(q, k, v, lengths, rows, blocks=blocks, interpret=interpret))
 
     def dense(implementation, scores):
+        """jax.nn.dot_product_attention; scores: False, "xla" (jnp pass) or "pallas" (our score kernel)."""
+
         def run(q, k, v):
             out = jax.nn.dot_product_attention(
                 q,
@@ -93,6 +99,8 @@ def make_variants(lengths, obs_rows, interpret):
                 key_value_seq_lengths=lengths,
                 implementation=implementation,
             )
+            if scores == "pallas":
+                return out, chunk_scores(q, k, lengths, obs_rows, interpret=interpret)
             return (out, xla_scores(q, k, lengths, obs_rows)) if scores else (out,)
 
         return jax.jit(run)
@@ -177,10 +185,12 @@ def bench_shape(name, shape, args, dtype):
             record("pallas, no scores " + describe(blocks), ours(blocks, scores=False))
     if not args.interpret:
         record("(b) cudnn", dense("cudnn", False))
-        got = dense("cudnn", True)(q, k, v)
-        record("(c) cudnn+xla scores", dense("cudnn", True), {"err_scores": rel(got[1], score_ref)})
+        got = dense("cudnn", "xla")(q, k, v)
+        record("(c) cudnn+xla scores", dense("cudnn", "xla"), {"err_scores": rel(got[1], score_ref)})
+        got = dense("cudnn", "pallas")(q, k, v)
+        record("(e) cudnn+pallas scores", dense("cudnn", "pallas"), {"err_scores": rel(got[1], score_ref)})
     if not args.skip_xla:
-        record("(d) xla+xla scores", dense("xla", True))
+        record("(d) xla+xla scores", dense("xla", "xla"))
     return rows
 
 
@@ -198,23 +208,36 @@ def _group_prefill(params, tokens, *, config, backend, window):
     return jax.vmap(one)(tokens)
 
 
+MODEL_VARIANTS = {  # label: (attention_backend, attention.SCORE_KERNEL_BESIDE_CUDNN)
+    "cudnn + jnp scores": ("cudnn", False),
+    "cudnn + pallas scores": ("cudnn", True),
+    "pallas": ("pallas", True),
+}
+
+
 def model_check(window: int, repeats: int) -> list[dict]:
-    """The whole prefill of a chunk group as the pipeline runs it, random bf16 weights (the shapes of gpu_check.py):
-    backends "cudnn" (scores in a separate jnp pass) and "pallas" (scores in the kernel)."""
+    """The whole prefill of a chunk group as the pipeline runs it, random bf16 weights (the shapes of gpu_check.py),
+    for each of MODEL_VARIANTS; differences are against the first."""
     rows = []
     t = 8192
     for name, config in MODELS.items():
         params = init_params(config, jax.random.key(0), jnp.bfloat16)
         tokens = jax.random.randint(jax.random.key(1), (MODEL_CHUNKS, t), 0, config.vocab_size)
-        outs = {}
-        for backend in ("cudnn", "pallas"):
+        first = None
+        for label, (backend, beside) in MODEL_VARIANTS.items():
+            attention.SCORE_KERNEL_BESIDE_CUDNN = beside  # read at trace time; each variant is a fresh jit
             fn = jax.jit(functools.partial(_group_prefill, config=config, backend=backend, window=window))
-            outs[backend] = [np.asarray(x, np.float32) for x in fn(params, tokens)]
+            outs = [np.asarray(x, np.float32) for x in fn(params, tokens)]
             seconds = timed(fn, [(params, tokens)], repeats)
-            rows.append({"model": name, "backend": backend, "chunks": MODEL_CHUNKS, "tokens": t, "ms": seconds * 1e3})
-        rows[-1]["rel_diff_logits"] = rel(outs["pallas"][0], outs["cudnn"][0])
-        rows[-1]["rel_diff_scores"] = rel(outs["pallas"][1], outs["cudnn"][1])
-        rows[-1]["argmax_agree"] = float((outs["pallas"][0].argmax(-1) == outs["cudnn"][0].argmax(-1)).mean())
+            row = {"model": name, "backend": label, "chunks": MODEL_CHUNKS, "tokens": t, "ms": seconds * 1e3}
+            if first is None:
+                first = outs
+            else:
+                row["rel_diff_logits"] = rel(outs[0], first[0])
+                row["rel_diff_scores"] = rel(outs[1], first[1])
+                row["argmax_agree"] = float((outs[0].argmax(-1) == first[0].argmax(-1)).mean())
+            rows.append(row)
+    attention.SCORE_KERNEL_BESIDE_CUDNN = True
     return rows
 
 
@@ -286,7 +309,7 @@ def main():
     for m in models:
         extra = ", ".join(f"{k} {m[k]:.2e}" for k in ("rel_diff_logits", "rel_diff_scores") if k in m)
         print(
-            f"model prefill {m['model']:<18} {m['backend']:<7} {m['chunks']}x{m['tokens']}: {m['ms']:8.2f} ms {extra}"
+            f"model prefill {m['model']:<18} {m['backend']:<22} {m['chunks']}x{m['tokens']}: {m['ms']:8.2f} ms {extra}"
         )
     for name, s in summary.items():
         c_plus = s["ratio_vs_cudnn_plus_xla"]

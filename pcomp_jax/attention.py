@@ -29,6 +29,7 @@ MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give
 QUERY_BLOCK = 512
 BACKENDS = ("auto", "reference", "cudnn", "pallas")
 PALLAS_IN_AUTO = False  # see the module docstring: measured slower than cuDNN + a jnp score pass
+SCORE_KERNEL_BESIDE_CUDNN = True  # "cudnn" on a GPU: scores from our Pallas score kernel instead of a jnp pass
 
 
 def resolve_backend(backend: str) -> str:
@@ -147,23 +148,25 @@ def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     """Causal attention over new right-padded tokens (query t at slot t), with observation scores when asked.
 
     q [B, T, N, H]; k, v [B, T, K, H]; token_valid [B, T]; score_rows [B, W] indices into T or None.
-    Returns out [B, T, N, H] and scores [B, N, T] float32 (None without rows).
+    Returns out [B, T, N, H] and scores [B, N, T] float32 (None without rows). On a GPU the scores come from the
+    Pallas kernels: with "pallas" from our attention kernel, with "cudnn" from our score kernel beside cuDNN's
+    attention (when SCORE_KERNEL_BESIDE_CUDNN; otherwise the jnp pass).
     """
     lengths = token_valid.sum(-1).astype(jnp.int32)
+    on_gpu = jax.default_backend() == "gpu"
     if backend == "pallas" and score_rows is not None and pallas_fits(q):
         from pcomp_jax.pallas_attention import chunk_attention  # Pallas imports stay off the default path
 
-        out, _, scores = chunk_attention(
-            q, k, v, lengths, score_rows, per_query_head=True, interpret=jax.default_backend() != "gpu"
-        )
+        out, _, scores = chunk_attention(q, k, v, lengths, score_rows, per_query_head=True, interpret=not on_gpu)
         return out, scores
     valid = jnp.broadcast_to(token_valid[:, :, None], k.shape[:3])  # [B, T, K]
-    if backend in ("cudnn", "pallas") and q.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu":
-        out = cudnn_causal_attention(q, k, v, lengths)
-    else:
-        out = causal_attention(q, k, v, valid)
-    scores = None
-    if score_rows is not None:
-        rows_q = jnp.take_along_axis(q, score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
-        scores = observation_scores(rows_q, k, valid, score_rows)
-    return out, scores
+    cudnn = backend in ("cudnn", "pallas") and q.dtype in (jnp.bfloat16, jnp.float16) and on_gpu
+    out = cudnn_causal_attention(q, k, v, lengths) if cudnn else causal_attention(q, k, v, valid)
+    if score_rows is None:
+        return out, None
+    if cudnn and SCORE_KERNEL_BESIDE_CUDNN and pallas_fits(q):
+        from pcomp_jax.pallas_attention import chunk_scores
+
+        return out, chunk_scores(q, k, lengths, score_rows, per_query_head=True)
+    rows_q = jnp.take_along_axis(q, score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
+    return out, observation_scores(rows_q, k, valid, score_rows)

@@ -199,6 +199,46 @@ def _scores(length, obs_slots_ref, qo, mult, k_ref, scores_ref, block_k, padded_
     lax.fori_loop(seen, padded_len // block_k, zeros, ())
 
 
+def _check_shapes(q, k, v=None):
+    c, t, n, h = q.shape
+    kh = k.shape[2]
+    if k.shape != (c, t, kh, h) or (v is not None and v.shape != k.shape) or n % kh:
+        got = f"k {k.shape}" if v is None else f"k/v {k.shape}/{v.shape}"
+        raise ValueError(f"q {q.shape} and {got} must be [C, T, N, H] and [C, T, K, H], K | N")
+
+
+def _pad_time(tp, *xs):
+    """Right-pad [C, T, ...] arrays to T = tp (whole blocks; never needed in the pipeline, whose T is bucketed)."""
+    return [x if x.shape[1] == tp else jnp.pad(x, [(0, 0), (0, tp - x.shape[1])] + [(0, 0)] * (x.ndim - 2)) for x in xs]
+
+
+def _score_block(tp: int, block_k: int) -> int:
+    """Keys per tile in the score pass: as many as divide the padded length, up to 256."""
+    return max(b for b in (256, 128, block_k) if tp % b == 0 and b % block_k == 0)
+
+
+def _observation_inputs(q, obs_rows, t):
+    """Rows padded with -1 to a power of two >= 16 (the smallest Triton matmul) and their queries [C, Wp, N, H]."""
+    obs_rows = obs_rows.astype(jnp.int32)
+    w = obs_rows.shape[1]
+    obs_rows = jnp.pad(obs_rows, [(0, 0), (0, max(MIN_OBS_ROWS, pl.next_power_of_2(w)) - w)], constant_values=-1)
+    obs_q = jnp.take_along_axis(q, jnp.clip(obs_rows, 0, t - 1)[:, :, None, None], axis=1)
+    return jnp.where(obs_rows < t, obs_rows, -1), obs_q
+
+
+def _score_specs(wp, h):
+    """BlockSpecs of (obs slots, obs queries) for a grid whose last two axes are (query head, chunk)."""
+    return [
+        pl.BlockSpec((None, wp), lambda *g: (g[-1], 0)),
+        pl.BlockSpec((None, wp, None, h), lambda *g: (g[-1], 0, g[-2], 0)),
+    ]
+
+
+def _grouped(scores, kh, per_query_head):
+    c, n, t = scores.shape
+    return scores if per_query_head else scores.reshape(c, kh, n // kh, t).sum(axis=2)
+
+
 @functools.partial(jax.jit, static_argnames=("per_query_head", "blocks", "interpret", "poison"))
 def chunk_attention(
     q: jax.Array,
@@ -219,22 +259,17 @@ def chunk_attention(
     scores. `interpret` runs the kernel through the Pallas interpreter (any backend; slow). `poison` (tests) starts
     every output as NaN so an element the kernel never writes shows up.
     """
+    _check_shapes(q, k, v)
     c, t, n, h = q.shape
     kh = k.shape[2]
-    if k.shape != (c, t, kh, h) or v.shape != k.shape or n % kh:
-        raise ValueError(f"q {q.shape} and k/v {k.shape}/{v.shape} must be [C, T, N, H] and [C, T, K, H], K | N")
     blocks = blocks or default_blocks(h)
     bq, bk = blocks.block_q, blocks.block_k
-    tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)  # pad T to whole blocks (never in the pipeline)
-    if tp != t:
-        pad = [(0, 0), (0, tp - t), (0, 0), (0, 0)]
-        q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
+    tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)
+    q, k, v = _pad_time(tp, q, k, v)
     nq, nk = tp // bq, tp // bk
     lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]  # [C, 1]
-    with_scores = obs_rows is not None
-    fused = with_scores and blocks.fused_scores
+    fused = obs_rows is not None and blocks.fused_scores
     exp2 = _exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2
-    score_block = max(b for b in (256, 128, bk) if tp % b == 0 and b % bk == 0)
     kernel = functools.partial(
         _kernel,
         block_q=bq,
@@ -245,7 +280,7 @@ def chunk_attention(
         with_scores=fused,
         exp2=exp2,
         prescale=blocks.prescale_q,
-        score_block=score_block,
+        score_block=_score_block(tp, bk),
     )
     group = n // kh
     in_specs = [
@@ -260,44 +295,73 @@ def chunk_attention(
     ]
     out_shape = [jax.ShapeDtypeStruct((c, tp, n, h), q.dtype), jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
     args = [lengths, q, k, v]
-    if with_scores:
-        obs_rows = obs_rows.astype(jnp.int32)
-        w = obs_rows.shape[1]
-        wp = max(MIN_OBS_ROWS, pl.next_power_of_2(w))
-        obs_rows = jnp.pad(obs_rows, [(0, 0), (0, wp - w)], constant_values=-1)
-        obs_q = jnp.take_along_axis(q, jnp.clip(obs_rows, 0, t - 1)[:, :, None, None], axis=1)  # [C, Wp, N, H]
-        obs_slots = jnp.where(obs_rows < t, obs_rows, -1)
-        score_specs = [
-            pl.BlockSpec((None, wp), lambda *g: (g[-1], 0)),
-            pl.BlockSpec((None, wp, None, h), lambda *g: (g[-1], 0, g[-2], 0)),
-        ]
     if fused:
-        in_specs += score_specs
+        obs_slots, obs_q = _observation_inputs(q, obs_rows, t)
+        in_specs += _score_specs(obs_slots.shape[1], h)
         out_specs.append(pl.BlockSpec((None, None, tp), lambda i, j, b: (b, j, 0)))
         out_shape.append(jax.ShapeDtypeStruct((c, n, tp), jnp.float32))
         args += [obs_slots, obs_q]
-    launch = functools.partial(_launch, blocks=blocks, interpret=interpret, poison=poison)
     name = "chunk_attention_scores" if fused else "chunk_attention"
-    outs = launch(kernel, (nq, n, c), in_specs, out_specs, out_shape, args, name)
+    outs = _launch(kernel, (nq, n, c), in_specs, out_specs, out_shape, args, name, blocks, interpret, poison)
     out, lse = outs[0][:, :t], outs[1][:, :, :t]
     scores = None
-    if with_scores:
-        if fused:
-            scores = outs[2]
-        else:  # experiment: a second launch, one program per (head, chunk)
-            score_kernel = functools.partial(
-                _score_kernel, block_k=score_block, padded_len=tp, scale=h**-0.5, exp2=exp2, prescale=blocks.prescale_q
-            )
-            in_specs = [pl.BlockSpec((None, 1), lambda j, b: (b, 0))] + score_specs
-            in_specs.append(pl.BlockSpec((None, tp, None, h), lambda j, b: (b, 0, j // group, 0)))
-            out_spec = [pl.BlockSpec((None, None, tp), lambda j, b: (b, j, 0))]
-            shape = [jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
-            args = [lengths, obs_slots, obs_q, k]
-            scores = launch(score_kernel, (n, c), in_specs, out_spec, shape, args, "chunk_scores")[0]
-        scores = scores[:, :, :t]
-        if not per_query_head:
-            scores = scores.reshape(c, kh, group, t).sum(axis=2)
+    if fused:
+        scores = _grouped(outs[2][:, :, :t], kh, per_query_head)
+    elif obs_rows is not None:
+        scores = chunk_scores(
+            q[:, :t],
+            k[:, :t],
+            lengths[:, 0],
+            obs_rows,
+            per_query_head=per_query_head,
+            blocks=blocks,
+            interpret=interpret,
+            poison=poison,
+        )
     return AttentionOutput(out, lse, scores)
+
+
+@functools.partial(jax.jit, static_argnames=("per_query_head", "blocks", "interpret", "poison"))
+def chunk_scores(
+    q: jax.Array,
+    k: jax.Array,
+    lengths: jax.Array,
+    obs_rows: jax.Array,
+    *,
+    per_query_head: bool = False,
+    blocks: Blocks | None = None,
+    interpret: bool = False,
+    poison: bool = False,
+) -> jax.Array:
+    """The importance scores alone (`chunk_attention(...).scores`), one program per (query head, chunk).
+
+    Also serves beside another attention implementation (cuDNN): it needs only q, k and the observation rows, and
+    computes each row's normaliser itself.
+    """
+    _check_shapes(q, k)
+    c, t, n, h = q.shape
+    kh = k.shape[2]
+    blocks = blocks or default_blocks(h)
+    tp = -(-t // blocks.block_k) * blocks.block_k
+    q, k = _pad_time(tp, q, k)
+    lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]
+    obs_slots, obs_q = _observation_inputs(q, obs_rows, t)
+    score_block = _score_block(tp, blocks.block_k)
+    kernel = functools.partial(
+        _score_kernel,
+        block_k=score_block,
+        padded_len=tp,
+        scale=h**-0.5,
+        exp2=_exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2,
+        prescale=blocks.prescale_q,
+    )
+    in_specs = [pl.BlockSpec((None, 1), lambda j, b: (b, 0))] + _score_specs(obs_slots.shape[1], h)
+    in_specs.append(pl.BlockSpec((None, tp, None, h), lambda j, b: (b, 0, j // (n // kh), 0)))
+    out_specs = [pl.BlockSpec((None, None, tp), lambda j, b: (b, j, 0))]
+    out_shape = [jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
+    args = [lengths, obs_slots, obs_q, k]
+    scores = _launch(kernel, (n, c), in_specs, out_specs, out_shape, args, "chunk_scores", blocks, interpret, poison)
+    return _grouped(scores[0][:, :, :t], kh, per_query_head)
 
 
 def _score_kernel(len_ref, obs_slots_ref, obs_q_ref, k_ref, scores_ref, *, block_k, padded_len, scale, exp2, prescale):
@@ -305,7 +369,7 @@ def _score_kernel(len_ref, obs_slots_ref, obs_q_ref, k_ref, scores_ref, *, block
     _scores(len_ref[0], obs_slots_ref, qo, mult, k_ref, scores_ref, block_k, padded_len, exp2)
 
 
-def _launch(kernel, grid, in_specs, out_specs, out_shape, args, name, *, blocks, interpret, poison):
+def _launch(kernel, grid, in_specs, out_specs, out_shape, args, name, blocks, interpret, poison):
     """pallas_call; with `poison`, every output starts as a NaN buffer aliased into the call."""
     aliases = {}
     if poison:

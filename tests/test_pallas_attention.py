@@ -154,6 +154,27 @@ def test_kernel_matches_numpy_float32(name):
     check(got, numpy_attention(q, k, v, lengths, obs), lengths, 1e-4, 1e-4)
 
 
+@pytest.mark.parametrize("per_query_head", [False, True])
+def test_scores_kernel_alone(per_query_head):
+    """`chunk_scores` (the score kernel that runs beside cuDNN) gives the float64 scores, with nothing unwritten;
+    T = 100 is not a multiple of its key block."""
+    from pcomp_jax.pallas_attention import chunk_scores
+
+    q, k, v = make_inputs(8, 3, 100, 6, 2, 64)
+    lengths = jnp.asarray([100, 37, 1], jnp.int32)
+    obs = jnp.asarray([[99, 98, 98, -1, 50], [36, 36, -1, 60, 5], [0, -1, 0, 10, -1]], jnp.int32)
+    run = jax.jit(
+        functools.partial(
+            chunk_scores, per_query_head=per_query_head, blocks=Blocks(32, 16), interpret=True, poison=True
+        ),
+        compiler_options={"xla_backend_optimization_level": 0},
+    )
+    got = np.asarray(run(q, k, lengths, obs))
+    want = numpy_attention(q, k, v, lengths, obs, per_query_head=per_query_head)[2]
+    assert got.shape == want.shape and not np.isnan(got).any()
+    assert rel_err(got, want) < 1e-4
+
+
 def test_per_query_head_sums_to_grouped_scores():
     """per_query_head=True gives [C, N, T] per-head scores; summing each group gives the default [C, K, T]."""
     q, k, v = make_inputs(5, 2, 70, 4, 2, 64)
