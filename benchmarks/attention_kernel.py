@@ -46,16 +46,16 @@ BLOCKS = {  # head_dim: candidate configurations; the first (the default) is als
     128: [
         Blocks(128, 128, 8, 3),
         Blocks(128, 128, 8, 3, fused_scores=True),
-        Blocks(128, 128, 8, 4),
+        Blocks(128, 128, 8, 3, heavy_first=False),
+        Blocks(128, 64, 8, 2),
         Blocks(128, 64, 8, 3),
-        Blocks(128, 64, 8, 4),
         Blocks(128, 64, 8, 3, fast_exp2=False),
         Blocks(128, 64, 8, 3, prescale_q=True),
     ],
     64: [
         Blocks(64, 64, 4, 4),
         Blocks(64, 64, 4, 4, fused_scores=True),
-        Blocks(64, 128, 4, 3),
+        Blocks(64, 64, 4, 4, heavy_first=False),
         Blocks(64, 64, 4, 3),
         Blocks(128, 64, 8, 3),
         Blocks(64, 64, 4, 4, fast_exp2=False),
@@ -67,7 +67,7 @@ MODEL_CHUNKS = 4  # chunks per vmapped prefill in the model-level check
 
 def describe(b: Blocks) -> str:
     flags = ("" if b.fast_exp2 else " exactexp") + (" prescale" if b.prescale_q else "")
-    flags += " fused" if b.fused_scores else ""
+    flags += (" fused" if b.fused_scores else "") + ("" if b.heavy_first else " lightfirst")
     return f"bq{b.block_q} bk{b.block_k} w{b.num_warps} s{b.num_stages}{flags}"
 
 

@@ -10,10 +10,11 @@ valid for its KV head.
   bfloat16/float16 (keys are exactly the new tokens, right-padded); float32 models and masked attention over an
   existing cache use the reference.
 - "pallas": `pallas_attention.chunk_attention` for a fresh prefill that asks for observation scores (token
-  eviction), output and scores in one kernel (interpret mode off the GPU); other fresh prefills as "cudnn".
-- "auto": "cudnn" on a GPU, the reference elsewhere. Not "pallas": on the H100 our kernel with scores is still
-  slower than cuDNN plus a separate jnp score pass (0.82x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so
-  auto picks the faster path; `PALLAS_IN_AUTO` flips it once the kernel wins.
+  eviction): our attention kernel, then our score kernel (interpret mode off the GPU); other fresh prefills as
+  "cudnn".
+- "auto": "cudnn" on a GPU, the reference elsewhere. Not "pallas": on the H100 our attention kernel is still slower
+  than cuDNN (0.835x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so auto picks cuDNN and takes only the
+  scores from Pallas (`SCORE_KERNEL_BESIDE_CUDNN`); `PALLAS_IN_AUTO` flips it once the full kernel wins.
 
 Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
 from a few observation rows, summed over the rows, with each row's full normaliser (Part 2, E.2 of PARALLELCOMP.md).
@@ -28,7 +29,7 @@ from jax import lax
 MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
 QUERY_BLOCK = 512
 BACKENDS = ("auto", "reference", "cudnn", "pallas")
-PALLAS_IN_AUTO = False  # see the module docstring: measured slower than cuDNN + a jnp score pass
+PALLAS_IN_AUTO = False  # see the module docstring: our attention kernel measured slower than cuDNN
 SCORE_KERNEL_BESIDE_CUDNN = True  # "cudnn" on a GPU: scores from our Pallas score kernel instead of a jnp pass
 
 

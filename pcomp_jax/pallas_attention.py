@@ -48,7 +48,8 @@ class Blocks:
     fast_exp2: the hardware `ex2.approx` instruction instead of libdevice's exp2f on the GPU (interpret mode always
       uses jnp.exp2). prescale_q: fold the softmax scale into q once per block instead of scaling every logit tile
       (one extra rounding of q in its own dtype). fused_scores: the scores inside the attention program (True) or in a
-      second, small launch right after it (False, the default: measured faster, docs/KERNELS.md).
+      second, small launch right after it (False, the default: measured faster, docs/KERNELS.md). heavy_first: launch
+      the query blocks with the most causal work first.
     """
 
     block_q: int = 128
@@ -58,6 +59,7 @@ class Blocks:
     fast_exp2: bool = True
     prescale_q: bool = False
     fused_scores: bool = False
+    heavy_first: bool = True
 
 
 def default_blocks(head_dim: int) -> Blocks:
@@ -107,19 +109,19 @@ def _kernel(
     *refs,
     block_q,
     block_k,
-    num_q_blocks,
     num_k_blocks,
     scale,
     with_scores,
     exp2,
     prescale,
     score_block,
+    block_index,
 ):
     if with_scores:
         obs_slots_ref, obs_q_ref, o_ref, lse_ref, scores_ref = refs
     else:
         o_ref, lse_ref = refs
-    qi = num_q_blocks - 1 - pl.program_id(0)  # heaviest block first
+    qi = block_index(pl.program_id(0))
     length = len_ref[0]
     qk_scale = scale * LOG2E  # logits in base 2: exp2 is cheaper than exp
     q, mult = _scaled(q_ref[...], qk_scale, prescale)  # [bq, H]
@@ -267,6 +269,7 @@ def chunk_attention(
     tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)
     q, k, v = _pad_time(tp, q, k, v)
     nq, nk = tp // bq, tp // bk
+    block_index = (lambda i: nq - 1 - i) if blocks.heavy_first else (lambda i: i)  # program -> query block
     lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]  # [C, 1]
     fused = obs_rows is not None and blocks.fused_scores
     exp2 = _exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2
@@ -274,24 +277,24 @@ def chunk_attention(
         _kernel,
         block_q=bq,
         block_k=bk,
-        num_q_blocks=nq,
         num_k_blocks=nk,
         scale=h**-0.5,
         with_scores=fused,
         exp2=exp2,
         prescale=blocks.prescale_q,
         score_block=_score_block(tp, bk),
+        block_index=block_index,
     )
     group = n // kh
     in_specs = [
         pl.BlockSpec((None, 1), lambda i, j, b: (b, 0)),
-        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, nq - 1 - i, j, 0)),
+        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, block_index(i), j, 0)),
         pl.BlockSpec((None, tp, None, h), lambda i, j, b: (b, 0, j // group, 0)),
         pl.BlockSpec((None, tp, None, h), lambda i, j, b: (b, 0, j // group, 0)),
     ]
     out_specs = [
-        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, nq - 1 - i, j, 0)),
-        pl.BlockSpec((None, None, bq), lambda i, j, b: (b, j, nq - 1 - i)),
+        pl.BlockSpec((None, bq, None, h), lambda i, j, b: (b, block_index(i), j, 0)),
+        pl.BlockSpec((None, None, bq), lambda i, j, b: (b, j, block_index(i))),
     ]
     out_shape = [jax.ShapeDtypeStruct((c, tp, n, h), q.dtype), jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
     args = [lengths, q, k, v]
