@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
+from pcomp_jax.pallas_attention import Blocks, chunk_attention, last_rows, reference
 
 
 @functools.partial(
@@ -173,6 +173,19 @@ def test_scores_kernel_alone(per_query_head):
     want = numpy_attention(q, k, v, lengths, obs, per_query_head=per_query_head)[2]
     assert got.shape == want.shape and not np.isnan(got).any()
     assert rel_err(got, want) < 1e-4
+
+
+def test_last_window_rows():
+    """`last_rows`: the last `window` valid rows of each chunk (-1 where a chunk is shorter, never a repeat), and the
+    kernel's scores for them."""
+    lengths = jnp.asarray([60, 5, 0], jnp.int32)
+    rows = np.asarray(last_rows(lengths, 8))
+    np.testing.assert_array_equal(rows[0], np.arange(52, 60))
+    np.testing.assert_array_equal(rows[1], [-1, -1, -1, 0, 1, 2, 3, 4])
+    assert (rows[2] == -1).all()
+    q, k, v = make_inputs(9, 3, 60, 4, 2, 64)
+    got = run_kernel(q, k, v, lengths, jnp.asarray(rows), blocks=Blocks(32, 16))
+    check(got, numpy_attention(q, k, v, lengths, rows), lengths, 1e-4, 1e-4)
 
 
 def test_per_query_head_sums_to_grouped_scores():
