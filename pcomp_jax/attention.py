@@ -145,13 +145,33 @@ def pallas_fits(q: jax.Array) -> bool:
     return 16 <= h <= 128 and h & (h - 1) == 0 and q.dtype in (jnp.bfloat16, jnp.float16, jnp.float32)
 
 
+def last_rows(ends: jax.Array, window: int) -> jax.Array:
+    """Observation rows = the `window` rows before each end: [B, window] int32, -1 where that would be negative."""
+    rows = ends.astype(jnp.int32)[:, None] - window + jnp.arange(window, dtype=jnp.int32)
+    return jnp.where(rows >= 0, rows, -1)
+
+
+def scores_of_rows(q, rows, keys, key_valid, q_slots):
+    """`observation_scores` of the rows given as indices into q's T axis; entries outside [0, T) count for nothing.
+
+    q [B, T, N, H]; rows [B, W]; keys [B, S, K, H]; key_valid [B, S, K]; q_slots [T] the slots of q's rows.
+    """
+    t = q.shape[1]
+    inside = jnp.clip(rows, 0, t - 1)
+    rows_q = jnp.take_along_axis(q, inside[:, :, None, None], axis=1)  # [B, W, N, H]
+    slots = jnp.where((rows >= 0) & (rows < t), q_slots[inside], -1)  # slot -1 sees no key
+    return observation_scores(rows_q, keys, key_valid, slots)
+
+
 def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     """Causal attention over new right-padded tokens (query t at slot t), with observation scores when asked.
 
-    q [B, T, N, H]; k, v [B, T, K, H]; token_valid [B, T]; score_rows [B, W] indices into T or None.
-    Returns out [B, T, N, H] and scores [B, N, T] float32 (None without rows). On a GPU the scores come from the
-    Pallas kernels: with "pallas" from our attention kernel, with "cudnn" from our score kernel beside cuDNN's
-    attention (when SCORE_KERNEL_BESIDE_CUDNN; otherwise the jnp pass).
+    q [B, T, N, H]; k, v [B, T, K, H]; token_valid [B, T], a prefix of True per row (right padding: the cuDNN and
+    Pallas paths read only its count); score_rows [B, W] indices into T (others ignored) or None.
+    Returns out [B, T, N, H], zeros on padding rows whatever the backend, and scores [B, N, T] float32 (None without
+    rows). On a GPU the scores come from the Pallas kernels: with "pallas" from our attention kernel's companion score
+    launch, with "cudnn" from the score kernel beside cuDNN's attention (when SCORE_KERNEL_BESIDE_CUDNN; otherwise,
+    and off the GPU, the jnp pass).
     """
     lengths = token_valid.sum(-1).astype(jnp.int32)
     on_gpu = jax.default_backend() == "gpu"
@@ -163,11 +183,11 @@ def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     valid = jnp.broadcast_to(token_valid[:, :, None], k.shape[:3])  # [B, T, K]
     cudnn = backend in ("cudnn", "pallas") and q.dtype in (jnp.bfloat16, jnp.float16) and on_gpu
     out = cudnn_causal_attention(q, k, v, lengths) if cudnn else causal_attention(q, k, v, valid)
+    out = jnp.where(token_valid[:, :, None, None], out, 0).astype(out.dtype)
     if score_rows is None:
         return out, None
     if cudnn and SCORE_KERNEL_BESIDE_CUDNN and pallas_fits(q):
         from pcomp_jax.pallas_attention import chunk_scores
 
         return out, chunk_scores(q, k, lengths, score_rows, per_query_head=True)
-    rows_q = jnp.take_along_axis(q, score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
-    return out, observation_scores(rows_q, k, valid, score_rows)
+    return out, scores_of_rows(q, score_rows, k, valid, jnp.arange(q.shape[1]))

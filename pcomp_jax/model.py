@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from pcomp_jax.attention import fresh_attention, observation_scores, reference_attention, resolve_backend
+from pcomp_jax.attention import fresh_attention, reference_attention, resolve_backend, scores_of_rows
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.rope import apply_rope, rope_tables
@@ -97,15 +97,14 @@ class Attention(nn.Module):
         if step.key_filter is not None:
             cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
 
-        if step.fresh and ck.shape[2] == c.num_kv_heads:
+        if step.fresh:  # a fresh cache holds exactly the new tokens, one entry per KV head
             out, scores = fresh_attention(q, k, v, step.token_valid, step.backend, step.score_rows)
         else:
             q_slots = step.end + jnp.arange(t)
             out = reference_attention(q, ck, cv, q_slots, cvalid)
             scores = None
             if step.score_rows is not None:
-                rows_q = jnp.take_along_axis(q, step.score_rows[:, :, None, None], axis=1)  # [B, W, N, H]
-                scores = observation_scores(rows_q, ck, cvalid, q_slots[step.score_rows])
+                scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         out = dense(c.hidden_size, c.o_bias, "o_proj")(out)  # [B, T, D]
         return out, (ck, cv, cvalid), scores
@@ -231,11 +230,12 @@ def forward(
     tokens, positions: [B, T] int32; positions are RoPE positions, free of any relation to cache slots.
     cache: an existing cache to append to at slot `cache.end` (must have room), or None to start a fresh one of
       exactly T slots (plain causal attention over the new tokens; the fast path for a chunk prefill).
-    token_valid: [B, T] bool, False for right padding; padded tokens are stored as invalid keys.
+    token_valid: [B, T] bool, False for right padding (a prefix of True per row); padded tokens are stored as invalid
+      keys and their attention outputs are zeros.
     logits_at: [B, P] int32 indices into T at which to return logits (None: no logits, only hidden states).
-    score_rows: [B, W] int32 indices into T of observation rows: every layer returns, per query head, the softmax
-      mass each key receives from these rows, summed over them (`Output.scores`, for token eviction). With the
-      "pallas" backend a fresh prefill computes it inside the attention kernel.
+    score_rows: [B, W] int32 indices into T of observation rows (others, e.g. -1, are ignored): every layer returns,
+      per query head, the softmax mass each key receives from these rows, summed over them (`Output.scores`, for
+      token eviction). On a GPU a fresh prefill gets them from the Pallas kernels (see attention.fresh_attention).
     key_filter: static hook `(layer, q [B, T, N, H], q_valid [B, T], q_slots [T], k_cache [B, S, K, H],
       valid [B, S, K]) -> valid`, called in every layer after the new keys are written and before attention; it may
       only invalidate keys (attention calibration uses it). Requires an existing cache.

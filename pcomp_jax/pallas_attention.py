@@ -8,7 +8,7 @@
 - scores [C, K, T] float32 (or [C, N, T] with `per_query_head=True`): for each key, the sum over the observation rows
   of the exact softmax probability the row gives it (each row's final normaliser, as `attention.observation_scores`),
   summed over the query heads of a KV head's group. Observation rows are any index set, e.g. the question tokens,
-  or `last_rows(lengths, window)`, the last `window` valid rows of each chunk.
+  or `attention.last_rows(lengths, window)`, the last `window` valid rows of each chunk.
 
 Attention grid: (query block, query head, chunk), heaviest query blocks first (causal work grows with the block
 index), query heads of one group adjacent so their shared K/V blocks stay in L2. Each program runs the
@@ -202,12 +202,6 @@ def _scores(length, obs_slots_ref, qo, mult, k_ref, scores_ref, block_k, padded_
     lax.fori_loop(seen, padded_len // block_k, zeros, ())
 
 
-def last_rows(lengths: jax.Array, window: int) -> jax.Array:
-    """Observation rows = the last `window` valid rows of each chunk: [C, window] int32, -1 where a chunk is shorter."""
-    rows = lengths.astype(jnp.int32)[:, None] - window + jnp.arange(window, dtype=jnp.int32)
-    return jnp.where(rows >= 0, rows, -1)
-
-
 def _check_shapes(q, k, v=None):
     c, t, n, h = q.shape
     kh = k.shape[2]
@@ -266,7 +260,8 @@ def chunk_attention(
     q [C, T, N, H]; k, v [C, T, K, H] (N a multiple of K); lengths [C] valid tokens per chunk; obs_rows [C, W] int32
     indices into T of the observation rows (repeats count twice, negative entries are ignored), or None for no
     scores. `interpret` runs the kernel through the Pallas interpreter (any backend; slow). `poison` (tests) starts
-    every output as NaN so an element the kernel never writes shows up.
+    every output as NaN, so an element the kernel never writes shows up (on the GPU, unwritten memory could hold
+    anything; the Pallas interpreter happens to start outputs as NaN too).
     """
     _check_shapes(q, k, v)
     c, t, n, h = q.shape

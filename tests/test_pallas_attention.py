@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcomp_jax.pallas_attention import Blocks, chunk_attention, last_rows, reference
+from pcomp_jax.attention import last_rows
+from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
 
 
 @functools.partial(
@@ -306,3 +307,72 @@ def test_benchmark_script_runs_small(tmp_path):
     ours = [r for r in rows if r["variant"].startswith("pallas+scores")]
     assert len(ours) == 2 and all("error" not in r for r in rows) and any(r["variant"].startswith("(d)") for r in rows)
     assert all(r["err_out"] < 1e-2 and r["err_scores"] < 1e-3 for r in ours)
+
+
+def _tiny_model():
+    from pcomp_jax.config import LlamaConfig
+    from pcomp_jax.model import init_params
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=96,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+    )
+    return config, init_params(config, jax.random.key(0))
+
+
+def test_model_scores_agree_across_backends_for_any_rows():
+    """forward(score_rows=) gives the same scores in every layer with the reference and Pallas backends, also for
+    rows in the padding, -1 and rows past T (ignored), because padding rows attend to nothing on every backend."""
+    from pcomp_jax.model import forward
+
+    config, params = _tiny_model()
+    t = 32
+    tokens = jax.random.randint(jax.random.key(1), (1, t), 0, config.vocab_size)
+    valid = (jnp.arange(t) < 20)[None]
+    rows = jnp.asarray([[16, 17, 18, 19, 25, 30, -1, 40]])
+    got = {}
+    for backend in ("reference", "pallas"):
+        out, _ = forward(
+            params, config, tokens, jnp.arange(t)[None], token_valid=valid, score_rows=rows, attention_backend=backend
+        )
+        got[backend] = (np.asarray(out.scores), np.asarray(out.hidden))
+    np.testing.assert_allclose(got["pallas"][0], got["reference"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["pallas"][1], got["reference"][1], rtol=1e-4, atol=1e-5)
+    assert got["reference"][0][:, :, :, 20:].max() == 0  # padding keys get nothing
+    np.testing.assert_allclose(got["reference"][0].sum(-1), 6.0, rtol=1e-5)  # 6 rows in [0, T), each sums to 1
+
+
+def test_gpu_default_takes_scores_from_the_score_kernel(monkeypatch):
+    """The "cudnn" backend on a GPU (simulated: cuDNN replaced by the jnp causal attention, the score kernel run in
+    interpret mode) returns the score kernel's scores, equal to the jnp pass of the reference backend."""
+    from pcomp_jax import attention, pallas_attention
+
+    calls = []
+    original = pallas_attention.chunk_scores
+
+    def scores_in_interpreter(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs, interpret=True)
+
+    def fake_cudnn(q, k, v, lengths):
+        valid = jnp.arange(q.shape[1])[None, :, None] < lengths[:, None, None]
+        return attention.causal_attention(q, k, v, jnp.broadcast_to(valid, k.shape[:3]))
+
+    q, k, v = make_inputs(11, 2, 64, 4, 2, 64)
+    q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    token_valid = jnp.arange(64)[None, :] < jnp.asarray([[64], [40]])
+    rows = jnp.asarray([[60, 63, 10], [39, 30, -1]])
+    want = attention.fresh_attention(q, k, v, token_valid, "reference", rows)
+    monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(attention, "cudnn_causal_attention", fake_cudnn)
+    monkeypatch.setattr(pallas_attention, "chunk_scores", scores_in_interpreter)
+    got = attention.fresh_attention(q, k, v, token_valid, "cudnn", rows)
+    assert calls, "the score kernel was not used"
+    np.testing.assert_array_equal(np.asarray(got[0], np.float32), np.asarray(want[0], np.float32))
+    assert rel_err(got[1], want[1]) < 1e-3

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from pcomp_jax.attention import resolve_backend
+from pcomp_jax.attention import last_rows, resolve_backend
 from pcomp_jax.decoding import decode, generate_ids
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
@@ -97,7 +97,7 @@ def _group_step(
         logits_at = jnp.clip(ctx - 1 + jnp.arange(qp), 0, t - 1)  # logits predicting the question tokens
         score_rows = None
         if plan.eviction is not None:
-            score_rows = jnp.clip(end - plan.eviction.window + jnp.arange(plan.eviction.window), 0, t - 1)
+            score_rows = last_rows(end[None], plan.eviction.window)[0]  # -1 (ignored) before the chunk start
         out, cache = forward(
             params,
             config,
