@@ -22,6 +22,17 @@ EPILOG = """examples:
 """
 
 
+def add_attention_backend(parser: argparse.ArgumentParser) -> None:
+    """The --attention-backend option, shared by the generate and eval CLIs (names as in pcomp_jax.attention)."""
+    parser.add_argument(
+        "--attention-backend",
+        choices=["auto", "reference", "cudnn", "pallas"],
+        default="auto",
+        help="auto = cuDNN on GPU (token-eviction scores from our Pallas score kernel), reference jnp elsewhere; "
+        "pallas = our attention kernel for prefills that need scores (interpreted, slow, off the GPU)",
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1, with a one-line message otherwise."""
     try:
@@ -113,13 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    gen.add_argument(
-        "--attention-backend",
-        choices=["auto", "reference", "cudnn", "pallas"],
-        default="auto",
-        help="auto = cuDNN on GPU, reference jnp elsewhere; pallas = our kernel where token eviction needs attention "
-        "scores (interpret mode, slow, off the GPU)",
-    )
+    add_attention_backend(gen)
     gen.add_argument(
         "--json", action="store_true", help="print one JSON object: text, tokens, seconds, and stats for --context-file"
     )

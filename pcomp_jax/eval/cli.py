@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcomp_jax.cli import positive_int
+from pcomp_jax.cli import add_attention_backend, positive_int
 
 EPILOG = """examples:
   python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task passkey --method parallelcomp,truncate \\
@@ -67,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
     p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
-    p.add_argument(
-        "--attention-backend",
-        choices=["auto", "reference", "cudnn", "pallas"],
-        default="auto",
-        help="auto = cuDNN on GPU (token-eviction scores from our Pallas score kernel), reference jnp elsewhere; "
-        "pallas = our attention kernel for prefills that need scores",
-    )
+    add_attention_backend(p)
     p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")
     return p
 
