@@ -119,6 +119,11 @@ def timed(fn, args, repeats):
     return float(np.median(times))
 
 
+def spread(values) -> float:
+    """(max - min) / median of the per-round times."""
+    return (max(values) - min(values)) / float(np.median(values))
+
+
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if np.isnan(a).any():
@@ -142,14 +147,13 @@ def bench_shape(name, shape, args, dtype):
     rows = []
 
     def record(label, fn, extra=None):
+        """Compile and warm up now; time later, in interleaved rounds."""
         try:
-            seconds = timed(fn, sets, args.repeats)
+            jax.block_until_ready(fn(*sets[0]))
         except Exception as e:  # noqa: BLE001 (an OOM or a compile failure is a result here)
             rows.append({"shape": name, "variant": label, "error": f"{type(e).__name__}: {str(e)[:200]}"})
-            return None
-        row = {"shape": name, "variant": label, "ms": seconds * 1e3, "tflops": flops / seconds / 1e12, **(extra or {})}
-        rows.append(row)
-        return row
+            return
+        rows.append({"shape": name, "variant": label, "fn": fn, **(extra or {})})
 
     # correctness first, on the first input set
     q, k, v = sets[0]
@@ -191,6 +195,14 @@ def bench_shape(name, shape, args, dtype):
         record("(e) cudnn+pallas scores", dense("cudnn", "pallas"), {"err_scores": rel(got[1], score_ref)})
     if not args.skip_xla:
         record("(d) xla+xla scores", dense("xla", "xla"))
+    timed_rows = [r for r in rows if "fn" in r]
+    for _ in range(args.rounds):  # every variant once per round, so slow drifts of the machine hit all alike
+        for r in timed_rows:
+            r.setdefault("ms_rounds", []).append(timed(r["fn"], sets, args.repeats) * 1e3)
+    for r in timed_rows:
+        del r["fn"]
+        r["ms"] = float(np.median(r["ms_rounds"]))
+        r["tflops"] = flops / r["ms"] / 1e9
     return rows
 
 
@@ -215,29 +227,35 @@ MODEL_VARIANTS = {  # label: (attention_backend, attention.SCORE_KERNEL_BESIDE_C
 }
 
 
-def model_check(window: int, repeats: int) -> list[dict]:
+def model_check(window: int, repeats: int, rounds: int) -> list[dict]:
     """The whole prefill of a chunk group as the pipeline runs it, random bf16 weights (the shapes of gpu_check.py),
-    for each of MODEL_VARIANTS; differences are against the first."""
+    for each of MODEL_VARIANTS, timed in interleaved rounds; differences are against the first variant."""
     rows = []
     t = 8192
     for name, config in MODELS.items():
         params = init_params(config, jax.random.key(0), jnp.bfloat16)
         tokens = jax.random.randint(jax.random.key(1), (MODEL_CHUNKS, t), 0, config.vocab_size)
-        first = None
+        group, first = [], None
         for label, (backend, beside) in MODEL_VARIANTS.items():
-            attention.SCORE_KERNEL_BESIDE_CUDNN = beside  # read at trace time; each variant is a fresh jit
+            attention.SCORE_KERNEL_BESIDE_CUDNN = beside  # read at trace time, i.e. on this first call
             fn = jax.jit(functools.partial(_group_prefill, config=config, backend=backend, window=window))
             outs = [np.asarray(x, np.float32) for x in fn(params, tokens)]
-            seconds = timed(fn, [(params, tokens)], repeats)
-            row = {"model": name, "backend": label, "chunks": MODEL_CHUNKS, "tokens": t, "ms": seconds * 1e3}
+            row = {"model": name, "backend": label, "chunks": MODEL_CHUNKS, "tokens": t, "fn": fn}
             if first is None:
                 first = outs
             else:
                 row["rel_diff_logits"] = rel(outs[0], first[0])
                 row["rel_diff_scores"] = rel(outs[1], first[1])
                 row["argmax_agree"] = float((outs[0].argmax(-1) == first[0].argmax(-1)).mean())
-            rows.append(row)
-    attention.SCORE_KERNEL_BESIDE_CUDNN = True
+            group.append(row)
+        attention.SCORE_KERNEL_BESIDE_CUDNN = True
+        for _ in range(rounds):
+            for row in group:
+                row.setdefault("ms_rounds", []).append(timed(row["fn"], [(params, tokens)], repeats) * 1e3)
+        for row in group:
+            del row["fn"]
+            row["ms"] = float(np.median(row["ms_rounds"]))
+        rows += group
     return rows
 
 
@@ -247,7 +265,8 @@ def main():
     parser.add_argument("--small", action="store_true", help="tiny shapes (for a CPU smoke run)")
     parser.add_argument("--interpret", action="store_true", help="run the kernel in the Pallas interpreter")
     parser.add_argument("--window", type=int, default=32, help="observation rows per chunk (default 32)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant (median reported)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per variant and round (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median of the round medians)")
     parser.add_argument("--input-sets", type=int, default=2, help="input sets rotated between calls")
     parser.add_argument("--skip-xla", action="store_true", help="skip the dense XLA variant and reference")
     parser.add_argument("--shapes", default=None, help="comma-separated subset of the shape names")
@@ -260,7 +279,7 @@ def main():
     rows = []
     for name, shape in shapes.items():
         rows += bench_shape(name, shape, args, dtype)
-    models = [] if args.interpret or args.small else model_check(args.window, args.repeats)
+    models = [] if args.interpret or args.small else model_check(args.window, args.repeats, args.rounds)
     by_shape = {}
     for row in rows:
         by_shape.setdefault(row["shape"], []).append(row)
@@ -296,20 +315,21 @@ def main():
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{'shape':<10} {'variant':<48} {'ms':>9} {'TFLOP/s':>8} {'err_out':>9} {'err_scores':>10}")
+    print(f"{'shape':<10} {'variant':<48} {'ms':>9} {'spread':>7} {'TFLOP/s':>8} {'err_out':>9} {'err_scores':>10}")
     for r in rows:
         if "error" in r:
             print(f"{r['shape']:<10} {r['variant']:<48} {r['error'][:120]}")
             continue
         eo, es = r.get("err_out"), r.get("err_scores")
         print(
-            f"{r['shape']:<10} {r['variant']:<48} {r['ms']:9.3f} {r['tflops']:8.1f} "
+            f"{r['shape']:<10} {r['variant']:<48} {r['ms']:9.3f} {spread(r['ms_rounds']):7.1%} {r['tflops']:8.1f} "
             f"{'' if eo is None else f'{eo:9.1e}'} {'' if es is None else f'{es:10.1e}'}"
         )
     for m in models:
         extra = ", ".join(f"{k} {m[k]:.2e}" for k in ("rel_diff_logits", "rel_diff_scores") if k in m)
         print(
-            f"model prefill {m['model']:<18} {m['backend']:<22} {m['chunks']}x{m['tokens']}: {m['ms']:8.2f} ms {extra}"
+            f"model prefill {m['model']:<18} {m['backend']:<22} {m['chunks']}x{m['tokens']}: {m['ms']:8.2f} ms "
+            f"(spread {spread(m['ms_rounds']):.1%}) {extra}"
         )
     for name, s in summary.items():
         c_plus = s["ratio_vs_cudnn_plus_xla"]
