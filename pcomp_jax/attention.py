@@ -13,7 +13,7 @@ valid for its KV head.
   eviction): our attention kernel, then our score kernel (interpret mode off the GPU); other fresh prefills as
   "cudnn".
 - "auto": "cudnn" on a GPU, the reference elsewhere. Not "pallas": on the H100 our attention kernel is still slower
-  than cuDNN (0.835x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so auto picks cuDNN and takes only the
+  than cuDNN (0.84x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so auto picks cuDNN and takes only the
   scores from Pallas (`SCORE_KERNEL_BESIDE_CUDNN`); `PALLAS_IN_AUTO` flips it once the full kernel wins.
 
 Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
