@@ -10,6 +10,8 @@ Rows, for each shape (bf16, causal, every chunk full length, observation rows = 
   (c) cudnn+xla       (b) plus the scores in a separate XLA pass (attention.observation_scores)
   (d) xla+xla         implementation="xla" plus the same score pass, where it fits in memory
   (e) cudnn+pallas    (b) plus the scores from our Pallas score kernel alone (pallas_attention.chunk_scores)
+Then: the compiled kernel on ragged edge cases against the dense reference (EDGE_CASES), and the whole prefill of a
+chunk group through the model with each backend.
 TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (the convention of FIELD_NOTES). Before timing, every variant is
 checked: ours against (d) or, where (d) does not fit, against cuDNN for the output and the XLA pass for the scores.
 """
@@ -206,6 +208,45 @@ def bench_shape(name, shape, args, dtype):
     return rows
 
 
+EDGE_CASES = [  # (dtype, (C, T, N, K, H), blocks): ragged lengths, T off the block grid, odd observation rows
+    (jnp.bfloat16, (3, 1000, 8, 2, 128), Blocks()),
+    (jnp.float16, (3, 1000, 8, 2, 128), Blocks(fused_scores=True)),
+    (jnp.bfloat16, (4, 777, 9, 3, 64), None),
+    (jnp.float16, (4, 777, 9, 3, 64), Blocks(64, 64, 4, 4, fused_scores=True, heavy_first=False)),
+]
+
+
+def edge_checks(interpret: bool) -> list[dict]:
+    """The compiled kernel on the cases the CPU tests run interpreted: lengths 0, 1, odd and full, T not a multiple
+    of the blocks, observation rows with repeats, -1, padding rows and rows past T; every output poisoned first.
+    Compared with the dense jnp reference; padding rows must be exactly 0 (out) and -inf (lse)."""
+    results = []
+    for i, (dtype, (c, t, n, kh, h), blocks) in enumerate(EDGE_CASES):
+        keys = jax.random.split(jax.random.key(100 + i), 4)
+        q = jax.random.normal(keys[0], (c, t, n, h), dtype)
+        k = jax.random.normal(keys[1], (c, t, kh, h), dtype)
+        v = jax.random.normal(keys[2], (c, t, kh, h), dtype)
+        lengths = jnp.asarray([t, 1, 0, t // 3 + 5][:c], jnp.int32)
+        obs = jax.random.randint(keys[3], (c, 24), -1, t)
+        obs = obs.at[:, :3].set(jnp.asarray([t - 1, t - 1, t + 5]))  # a repeat and a row past T
+        got = chunk_attention(q, k, v, lengths, obs, blocks=blocks, interpret=interpret, poison=True)
+        want = jax.jit(reference)(q, k, v, lengths, jnp.where(obs < t, obs, -1))
+        pad = np.arange(t)[None, :] >= np.asarray(lengths)[:, None]
+        out, lse = np.asarray(got.out, np.float32), np.asarray(got.lse)
+        results.append(
+            {
+                "case": f"{jnp.dtype(dtype).name} C{c} T{t} N{n} K{kh} H{h} "
+                + (describe(blocks) if blocks else "default"),
+                "err_out": rel(got.out, want.out),
+                "err_lse": rel(np.where(pad[:, None], 0, lse), np.where(pad[:, None], 0, want.lse)),
+                "err_scores": rel(got.scores, want.scores),
+                "padding_exact": bool((out[pad] == 0).all() and np.isneginf(lse.transpose(0, 2, 1)[pad]).all()),
+                "nan": bool(np.isnan(out).any() or np.isnan(np.asarray(got.scores)).any()),
+            }
+        )
+    return results
+
+
 def _group_prefill(params, tokens, *, config, backend, window):
     """jax.vmap of `forward` over chunks, logits and observation scores at the last `window` rows (as the pipeline)."""
     t = tokens.shape[1]
@@ -271,15 +312,20 @@ def main():
     parser.add_argument("--skip-xla", action="store_true", help="skip the dense XLA variant and reference")
     parser.add_argument("--shapes", default=None, help="comma-separated subset of the shape names")
     parser.add_argument("--max-configs", type=int, default=None, help="only the first N kernel configurations")
+    parser.add_argument("--edge-checks-only", action="store_true", help="only the ragged correctness cases")
     args = parser.parse_args()
     shapes = SMALL if args.small else SHAPES
     if args.shapes:
         shapes = {k: shapes[k] for k in args.shapes.split(",")}
     dtype = jnp.bfloat16
     rows = []
+    if args.edge_checks_only:
+        shapes = {}
     for name, shape in shapes.items():
         rows += bench_shape(name, shape, args, dtype)
-    models = [] if args.interpret or args.small else model_check(args.window, args.repeats, args.rounds)
+    edges = edge_checks(args.interpret) if not args.small else []
+    timing = not (args.interpret or args.small or args.edge_checks_only)
+    models = model_check(args.window, args.repeats, args.rounds) if timing else []
     by_shape = {}
     for row in rows:
         by_shape.setdefault(row["shape"], []).append(row)
@@ -312,6 +358,7 @@ def main():
         "rows": rows,
         "summary": summary,
         "model_prefill": models,
+        "edge_checks": edges,
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
@@ -324,6 +371,11 @@ def main():
         print(
             f"{r['shape']:<10} {r['variant']:<48} {r['ms']:9.3f} {spread(r['ms_rounds']):7.1%} {r['tflops']:8.1f} "
             f"{'' if eo is None else f'{eo:9.1e}'} {'' if es is None else f'{es:10.1e}'}"
+        )
+    for e in edges:
+        print(
+            f"edge check {e['case']:<62} out {e['err_out']:.1e} lse {e['err_lse']:.1e} scores {e['err_scores']:.1e} "
+            f"padding exact {e['padding_exact']} nan {e['nan']}"
         )
     for m in models:
         extra = ", ".join(f"{k} {m[k]:.2e}" for k in ("rel_diff_logits", "rel_diff_scores") if k in m)
