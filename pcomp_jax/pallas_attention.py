@@ -258,7 +258,7 @@ def chunk_attention(
     """Causal attention with importance scores for right-padded chunks (see the module docstring).
 
     q [C, T, N, H]; k, v [C, T, K, H] (N a multiple of K); lengths [C] valid tokens per chunk; obs_rows [C, W] int32
-    indices into T of the observation rows (repeats count twice, negative entries are ignored), or None for no
+    indices into T of the observation rows (repeats count twice, entries outside [0, T) are ignored), or None for no
     scores. `interpret` runs the kernel through the Pallas interpreter (any backend; slow). `poison` (tests) starts
     every output as NaN, so an element the kernel never writes shows up (on the GPU, unwritten memory could hold
     anything; the Pallas interpreter happens to start outputs as NaN too).
