@@ -293,8 +293,12 @@ def test_max_pool_is_monotone_and_respects_candidates():
 
     from pcomp_jax.parallelcomp.scoring import max_pool
 
+    # float32 values without subnormals: XLA:CPU flushes subnormals to zero inside reduce_window (seen in CI with
+    # 1.4e-45), and attention scores are never that small
+    finite32 = st.floats(0, 1, width=32, allow_subnormal=False)
+
     @settings(max_examples=30, deadline=None)
-    @given(st.lists(st.floats(0, 1), min_size=3, max_size=40), st.integers(0, 5), st.sampled_from([1, 3, 7]))
+    @given(st.lists(finite32, min_size=3, max_size=40), st.integers(0, 5), st.sampled_from([1, 3, 7]))
     def check(values, lo, kernel):
         s = jnp.asarray(values, jnp.float32)
         cand = jnp.arange(len(values)) >= min(lo, len(values) - 1)
