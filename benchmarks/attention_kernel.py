@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcomp_jax import attention
-from pcomp_jax.attention import observation_scores
+from pcomp_jax.attention import group_scores, scores_of_rows
 from pcomp_jax.model import forward, init_params
 from pcomp_jax.pallas_attention import Blocks, chunk_attention, chunk_scores, reference
 
@@ -75,12 +75,9 @@ def describe(b: Blocks) -> str:
 
 def xla_scores(q, k, lengths, obs_rows):
     """The separate score pass: softmax of the observation rows over their chunk, summed per KV head."""
-    c, t, n, _ = q.shape
-    kh = k.shape[2]
-    q_obs = jnp.take_along_axis(q, obs_rows[:, :, None, None], axis=1)  # [C, W, N, H]
+    t = q.shape[1]
     valid = jnp.broadcast_to((jnp.arange(t)[None, :] < lengths[:, None])[:, :, None], k.shape[:3])
-    scores = observation_scores(q_obs, k, valid, obs_rows)  # [C, N, T]
-    return scores.reshape(c, kh, n // kh, t).sum(axis=2)
+    return group_scores(scores_of_rows(q, obs_rows, k, valid, jnp.arange(t)), k.shape[2])  # [C, K, T]
 
 
 def make_variants(lengths, obs_rows, interpret):

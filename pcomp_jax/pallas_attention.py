@@ -37,6 +37,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from pcomp_jax.attention import group_scores
+
 LOG2E = math.log2(math.e)
 _MASK = -1e30  # finite, so a row with no visible key in a block never produces inf - inf
 MIN_OBS_ROWS = 16  # the smallest matmul tile Triton accepts
@@ -237,9 +239,14 @@ def _score_specs(wp, h):
     ]
 
 
-def _grouped(scores, kh, per_query_head):
-    c, n, t = scores.shape
-    return scores if per_query_head else scores.reshape(c, kh, n // kh, t).sum(axis=2)
+def _exp2(blocks: Blocks, interpret: bool):
+    return _exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2
+
+
+def _result_scores(scores, t, kh, per_query_head):
+    """Per-query-head scores [C, N, Tp] of a launch -> [C, N, T], or [C, K, T] summed over each KV head's group."""
+    scores = scores[:, :, :t]
+    return scores if per_query_head else group_scores(scores, kh)
 
 
 @functools.partial(jax.jit, static_argnames=("per_query_head", "blocks", "interpret", "poison"))
@@ -274,7 +281,6 @@ def chunk_attention(
     block_index = (lambda i: nq - 1 - i) if blocks.heavy_first else (lambda i: i)  # program -> query block
     lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]  # [C, 1]
     fused = obs_rows is not None and blocks.fused_scores
-    exp2 = _exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2
     kernel = functools.partial(
         _kernel,
         block_q=bq,
@@ -282,7 +288,7 @@ def chunk_attention(
         num_k_blocks=nk,
         scale=h**-0.5,
         with_scores=fused,
-        exp2=exp2,
+        exp2=_exp2(blocks, interpret),
         prescale=blocks.prescale_q,
         score_block=_score_block(tp, bk),
         block_index=block_index,
@@ -310,19 +316,9 @@ def chunk_attention(
     outs = _launch(kernel, (nq, n, c), in_specs, out_specs, out_shape, args, name, blocks, interpret, poison)
     out, lse = outs[0][:, :t], outs[1][:, :, :t]
     scores = None
-    if fused:
-        scores = _grouped(outs[2][:, :, :t], kh, per_query_head)
-    elif obs_rows is not None:
-        scores = chunk_scores(
-            q[:, :t],
-            k[:, :t],
-            lengths[:, 0],
-            obs_rows,
-            per_query_head=per_query_head,
-            blocks=blocks,
-            interpret=interpret,
-            poison=poison,
-        )
+    if obs_rows is not None:  # the second launch reuses the padded q and k (tp is a multiple of block_k)
+        per_head = outs[2] if fused else _score_launch(q, k, lengths, obs_rows, t, blocks, interpret, poison)
+        scores = _result_scores(per_head, t, kh, per_query_head)
     return AttentionOutput(out, lse, scores)
 
 
@@ -344,29 +340,33 @@ def chunk_scores(
     computes each row's normaliser itself.
     """
     _check_shapes(q, k)
-    c, t, n, h = q.shape
-    kh = k.shape[2]
+    t, h = q.shape[1], q.shape[3]
     blocks = blocks or default_blocks(h)
-    tp = -(-t // blocks.block_k) * blocks.block_k
-    q, k = _pad_time(tp, q, k)
+    q, k = _pad_time(-(-t // blocks.block_k) * blocks.block_k, q, k)
     lengths = jnp.minimum(lengths.astype(jnp.int32), t)[:, None]
+    per_head = _score_launch(q, k, lengths, obs_rows, t, blocks, interpret, poison)
+    return _result_scores(per_head, t, k.shape[2], per_query_head)
+
+
+def _score_launch(q, k, lengths, obs_rows, t, blocks, interpret, poison):
+    """The score kernel on q, k already padded to Tp (a multiple of block_k) and lengths [C, 1] -> [C, N, Tp]."""
+    c, tp, n, h = q.shape
+    group = n // k.shape[2]
     obs_slots, obs_q = _observation_inputs(q, obs_rows, t)
-    score_block = _score_block(tp, blocks.block_k)
     kernel = functools.partial(
         _score_kernel,
-        block_k=score_block,
+        block_k=_score_block(tp, blocks.block_k),
         padded_len=tp,
         scale=h**-0.5,
-        exp2=_exp2_approx if blocks.fast_exp2 and not interpret else jnp.exp2,
+        exp2=_exp2(blocks, interpret),
         prescale=blocks.prescale_q,
     )
     in_specs = [pl.BlockSpec((None, 1), lambda j, b: (b, 0))] + _score_specs(obs_slots.shape[1], h)
-    in_specs.append(pl.BlockSpec((None, tp, None, h), lambda j, b: (b, 0, j // (n // kh), 0)))
+    in_specs.append(pl.BlockSpec((None, tp, None, h), lambda j, b: (b, 0, j // group, 0)))
     out_specs = [pl.BlockSpec((None, None, tp), lambda j, b: (b, j, 0))]
     out_shape = [jax.ShapeDtypeStruct((c, n, tp), jnp.float32)]
     args = [lengths, obs_slots, obs_q, k]
-    scores = _launch(kernel, (n, c), in_specs, out_specs, out_shape, args, "chunk_scores", blocks, interpret, poison)
-    return _grouped(scores[0][:, :, :t], kh, per_query_head)
+    return _launch(kernel, (n, c), in_specs, out_specs, out_shape, args, "chunk_scores", blocks, interpret, poison)[0]
 
 
 def _score_kernel(len_ref, obs_slots_ref, obs_q_ref, k_ref, scores_ref, *, block_k, padded_len, scale, exp2, prescale):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pcomp_jax.attention import group_scores
 from pcomp_jax.parallelcomp.config import TokenEviction
 from pcomp_jax.parallelcomp.scoring import max_pool
 
@@ -32,12 +33,12 @@ def evict_tokens(
     context_len: scalar, slots [0, context_len) hold BOS + prefix + chunk text (the rest is the question and padding).
     Returns k, v [L, S_c, K', H] and valid [L, S_c, K'] with K' = K, or N when `per_query_head`.
     """
-    layers, t, kh, h = k.shape
+    t, kh = k.shape[1], k.shape[2]
     n = scores.shape[1]
     if eviction.per_query_head:
         k, v, valid = (jnp.repeat(x, n // kh, axis=2) for x in (k, v, valid))
     else:
-        scores = scores.reshape(layers, kh, n // kh, t).sum(axis=2)  # [L, K, T]: one decision per KV head
+        scores = group_scores(scores, kh)  # [L, K, T]: one decision per KV head
     slots = jnp.arange(t)
     candidates = (slots >= bos_len) & (slots < context_len)  # [T]
     candidates = candidates[None, None, :] & valid.transpose(0, 2, 1)  # [L, K', T]
