@@ -97,7 +97,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     params = write_checkpoint(work / "hf", Path(args.tokenizer))
     code = (
-        "import resource, sys; from convert.hf_to_flax import main; rc = main(sys.argv[1:]); "
+        "import resource, sys; from pcomp_jax.convert.hf_to_flax import main; rc = main(sys.argv[1:]); "
         "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
     start = time.perf_counter()

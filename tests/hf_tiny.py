@@ -79,7 +79,7 @@ def tiny_hf_model(
 
 def params_from_hf(model) -> dict:
     """Our param tree from an in-memory HF model (float32 numpy), by the converter's name mapping."""
-    from convert.mapping import params_from_state_dict
+    from pcomp_jax.convert.mapping import params_from_state_dict
 
     return params_from_state_dict(
         {k: v.detach().float().numpy() for k, v in model.state_dict().items()}, _our_config(model)

@@ -19,9 +19,9 @@ from safetensors.numpy import load_file, save_file
 from tiny_files import write_bin, write_tiny_gguf
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from convert import ConversionError, convert
-from convert.hf_to_flax import main
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
+from pcomp_jax.convert import ConversionError, convert
+from pcomp_jax.convert.hf_to_flax import main
 from pcomp_jax.model import forward
 
 TOL = 1e-4

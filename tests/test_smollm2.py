@@ -10,9 +10,9 @@ import pytest
 import torch
 from hf_tiny import assert_params_equal_hf
 
-from convert.gguf_source import smollm2_path
 from pcomp_jax import Sampling, forward, generate_ids, load
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
+from pcomp_jax.convert.gguf_source import smollm2_path
 
 pytestmark = pytest.mark.slow
 PROMPTS = [

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import ml_dtypes
 import numpy as np
 
-from convert.errors import ConversionError
-from convert.gguf_source import GGUFSource, smollm2_path
+from pcomp_jax.convert.errors import ConversionError
+from pcomp_jax.convert.gguf_source import GGUFSource, smollm2_path
 
 # HF config dtype -> our default param dtype. float16 becomes bfloat16: same memory, and no float16 overflow in
 # activations (HF models trained in bf16 are often published as fp16).
@@ -72,7 +72,7 @@ class HFDirSource:
         return self._reader
 
     def _find_weights(self):
-        from convert.safetensors_source import SafetensorsReader
+        from pcomp_jax.convert.safetensors_source import SafetensorsReader
 
         p = self.path
         if (p / "model.safetensors.index.json").is_file():
@@ -80,7 +80,7 @@ class HFDirSource:
         if (p / "model.safetensors").is_file():
             return SafetensorsReader([p / "model.safetensors"])
         if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
-            from convert.torch_source import TorchBinReader
+            from pcomp_jax.convert.torch_source import TorchBinReader
 
             index = p / "pytorch_model.bin.index.json"
             return TorchBinReader(_index_files(index) if index.is_file() else [p / "pytorch_model.bin"])

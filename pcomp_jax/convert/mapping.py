@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 import jax
 import numpy as np
 
-from convert.errors import ConversionError
 from pcomp_jax.config import LlamaConfig
+from pcomp_jax.convert.errors import ConversionError
 from pcomp_jax.model import init_params
 
 Path_ = tuple[str, ...]  # a param's path in the tree, e.g. ("layers", "attn", "q_proj", "kernel")

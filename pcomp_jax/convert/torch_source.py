@@ -9,7 +9,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from convert.errors import ConversionError
+from pcomp_jax.convert.errors import ConversionError
 
 TORCH_HINT = "install the torch extra: pip install 'pcomp-jax[torch]'"
 

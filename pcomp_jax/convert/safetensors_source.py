@@ -9,7 +9,7 @@ import ml_dtypes  # noqa: F401  registers numpy's "bfloat16" name, which safeten
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from convert.errors import ConversionError
+from pcomp_jax.convert.errors import ConversionError
 
 
 class SafetensorsReader:
