@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
         description="Complete --prompt, or answer --question about --context-file with ParallelComp. Convert a "
-        "model first with `python -m convert.hf_to_flax`.",
+        "model first with `python -m pcomp_jax.convert`.",
     )
-    gen.add_argument("--ckpt", required=True, help="checkpoint directory written by convert.hf_to_flax")
+    gen.add_argument("--ckpt", required=True, help="checkpoint directory written by `python -m pcomp_jax.convert`")
     what = gen.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="text to complete (plain generation)")
     what.add_argument("--context-file", metavar="F", help="UTF-8 text file with the long context, or - for stdin")
@@ -185,6 +185,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     payload["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(payload) if args.json else result.text)
     return 0
+
+
+def console_main() -> int:
+    """The `pcomp-jax` command (the same as `python -m pcomp_jax`)."""
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

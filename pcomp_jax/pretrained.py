@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from pcomp_jax import text as user_text
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.decoding import Sampling, generate_ids
@@ -33,15 +34,22 @@ class Model:
     attention_backend: str = "auto"
 
     def encode(self, text: str, chat: bool = False) -> list[int]:
-        """Token ids of `text`, with the tokenizer's special tokens; `chat` wraps it as one user turn."""
+        """Token ids of `text`, with the tokenizer's BOS if it adds one.
+
+        Plain `text` is a raw prompt: control-token strings in it (`<|im_start|>`, ...) become control ids, so a
+        caller can write a template by hand. With `chat`, `text` is one user turn of the tokenizer's chat template
+        and stays plain text: control-token strings in it cannot close the turn (`pcomp_jax.text`).
+        """
         if chat:
             if not getattr(self.tokenizer, "chat_template", None):
                 raise ValueError("this tokenizer has no chat template; drop --chat")
-            return list(
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=False
-                )
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
             )
+            head, tail = user_text.chat_frame(self.tokenizer)
+            if not (rendered.startswith(head) and rendered.endswith(tail)):  # a template that rewrites around text
+                rendered = head + text + tail
+            return user_text.encode(self.tokenizer, rendered, [(len(head), len(rendered) - len(tail))])
         return self.tokenizer(text)["input_ids"]
 
     def complete(self, prompt: str, sampling: Sampling = Sampling(), chat: bool = False) -> Completion:
@@ -53,7 +61,7 @@ class Model:
 
 
 def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None) -> Model:
-    """Load a checkpoint written by `python -m convert.hf_to_flax` (optionally casting params to `dtype`)."""
+    """Load a checkpoint written by `python -m pcomp_jax.convert` (optionally casting params to `dtype`)."""
     config, _ = read_config(path)
     params = load_params(path)
     cast = jnp.dtype(dtype) if dtype else None

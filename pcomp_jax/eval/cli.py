@@ -7,6 +7,7 @@ interrupted run resumes), summary.json, summary.md and PNG plots.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (convert.hf_to_flax)")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (written by `python -m pcomp_jax.convert`)")
     p.add_argument("--task", required=True, help=f"one of {', '.join(sorted(TASKS))}, or longbench:<dataset>")
     p.add_argument(
         "--method",
@@ -69,12 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
     add_attention_backend(p)
     p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots (they need matplotlib: the eval extra)")
     return p
+
+
+def require_extra(modules: list[str], why: str) -> None:
+    """Refuse to start, in one line, when optional modules of the `eval` extra are missing."""
+    missing = [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"{why} needs {', '.join(missing)}, from the eval extra: pip install 'pcomp-jax[eval]'"
+            + (" (or pass --no-plots)" if missing == ["matplotlib"] else "")
+        )
 
 
 def run(args: argparse.Namespace) -> dict:
     from tqdm.auto import tqdm
 
+    from pcomp_jax import text as user_text
     from pcomp_jax.attention import resolve_backend
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.eval.methods import parse_method
@@ -86,6 +99,9 @@ def run(args: argparse.Namespace) -> dict:
     from pcomp_jax.pretrained import load
 
     task = get_task(args.task)
+    require_extra(list(task.modules), f"scoring {args.task}")
+    if not args.no_plots:
+        require_extra(["matplotlib"], "plotting")
     base = ParallelCompConfig(
         chunk_tokens=args.chunk_tokens, keep_chunks=args.keep_chunks, chunk_batch=args.chunk_batch
     )
@@ -111,9 +127,13 @@ def run(args: argparse.Namespace) -> dict:
             config = config.replace(sampling=Sampling(max_new_tokens=sample.max_new_tokens, min_new_tokens=1))
             start = time.perf_counter()
             if task.kind == "nll":
-                encode = lambda text: model.tokenizer(text, add_special_tokens=False)["input_ids"]
                 nll, stats = continuation_nll(
-                    model, encode(sample.context), encode(sample.question), method, config, backend
+                    model,
+                    user_text.encode(model.tokenizer, sample.context),
+                    user_text.encode(model.tokenizer, sample.question),
+                    method,
+                    config,
+                    backend,
                 )
                 prediction, score = "", nll
             else:
@@ -160,7 +180,8 @@ def run(args: argparse.Namespace) -> dict:
     (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1) + "\n")
     table = markdown_table(args.task, summary)
     (out / "summary.md").write_text(f"{table}\n{meta['device']}, jax {meta['jax']}, {meta['date']}\n")
-    plot(args.task, rows, summary, out)
+    if not args.no_plots:
+        plot(args.task, rows, summary, out)
     print(table)
     return {"meta": meta, "summary": summary}
 

@@ -146,6 +146,14 @@ LONGBENCH_METRIC = {
 }
 FIRST_LINE = {"trec", "triviaqa", "samsum", "lsht"}
 
+# the optional modules (the `eval` extra) each metric imports when it scores
+METRIC_MODULES = {
+    "qa_f1_zh": ("jieba",),
+    "rouge": ("rouge",),
+    "rouge_zh": ("rouge", "jieba"),
+    "code_sim": ("fuzzywuzzy",),
+}
+
 
 def longbench_score(dataset: str, prediction: str, answers: list[str], all_classes: list[str] | None = None) -> float:
     """Max over the reference answers of the dataset's metric, after the first-line rule where it applies."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcomp_jax import haystack
+from pcomp_jax import text as user_text
 from pcomp_jax.eval.metrics import contains, first_integer, longbench_score, word_match
 from pcomp_jax.parallelcomp.prompts import TEMPLATES, PromptTemplate
 
@@ -40,6 +41,7 @@ class Task:
     score: Callable[[str, Sample], float]
     needs_lengths: bool = True
     kind: str = "generate"  # "generate": score the answer; "nll": score the continuation's NLL (perplexity)
+    modules: tuple[str, ...] = ()  # optional modules (the `eval` extra) the scorer needs
 
 
 TASKS: dict[str, Callable[[], Task]] = {}
@@ -275,7 +277,7 @@ def ppl_task() -> Task:
     def make(tokenizer, lengths, samples, seed, options):
         if not options.get("data"):
             raise ValueError("the ppl task needs --data FILE.txt (a long UTF-8 text, e.g. a Gutenberg book)")
-        ids = tokenizer(Path(options["data"]).read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+        ids = user_text.encode(tokenizer, Path(options["data"]).read_text(encoding="utf-8"))
         out = []
         for length in lengths:
             if len(ids) < length + 256:
@@ -315,7 +317,7 @@ def longbench_template(config_dir: str | Path, dataset: str) -> tuple[PromptTemp
 
 
 def longbench_task(dataset: str) -> Task:
-    from pcomp_jax.eval.metrics import LONGBENCH_METRIC
+    from pcomp_jax.eval.metrics import LONGBENCH_METRIC, METRIC_MODULES
 
     if dataset not in LONGBENCH_METRIC:
         raise ValueError(f"unknown LongBench dataset {dataset!r} (known: {', '.join(sorted(LONGBENCH_METRIC))})")
@@ -353,4 +355,5 @@ def longbench_task(dataset: str) -> Task:
     def score(prediction, sample):
         return longbench_score(dataset, prediction, list(sample.answers), sample.meta["all_classes"])
 
-    return Task(f"longbench:{dataset}", make, score, needs_lengths=False)
+    modules = METRIC_MODULES.get(LONGBENCH_METRIC[dataset], ())
+    return Task(f"longbench:{dataset}", make, score, needs_lengths=False, modules=modules)

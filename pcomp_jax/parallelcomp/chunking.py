@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from pcomp_jax import text as user_text
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, chat_frame
 
 BUDGET_ROUND = 128  # chunk context budgets are rounded up to this, so nearby lengths share compilations
@@ -72,10 +73,11 @@ def split_chars(text: str, n: int) -> list[str]:
 
 def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
     """The official split: n = ceil(T / chunk_tokens) character pieces of the decoded context, each tokenized."""
-    ids = tokenizer(context)["input_ids"]  # with special tokens, as the official code counts T
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    pieces = split_chars(text, max(1, math.ceil(len(ids) / chunk_tokens)))
-    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in pieces]
+    ids = user_text.encode(tokenizer, context)
+    count = len(ids) + _adds_bos(tokenizer)  # the official code counts T with the BOS
+    text = tokenizer.decode(ids)  # plain-text ids only, so nothing is dropped as a special token
+    pieces = split_chars(text, max(1, math.ceil(count / chunk_tokens)))
+    return [user_text.encode(tokenizer, p) for p in pieces]
 
 
 def chunk_prompt(
@@ -93,28 +95,30 @@ def chunk_prompt(
         raise InputError(
             "the question is empty; give a question (or use a template without {question}, such as 'summarize')"
         )
-    prefix, suffix = template.render(question)
+    # the question is user text wherever it stands: it is tokenized as plain text (pcomp_jax/text.py)
+    (prefix, prefix_user), (suffix, suffix_user) = template.render_spans(question)
     tail_len = 0
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("this tokenizer has no chat template; run without chat")
         head, tail = chat_frame(tokenizer)
         tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
-        joined = tokenizer(suffix + tail, add_special_tokens=False)["input_ids"]
+        joined = user_text.encode(tokenizer, suffix + tail, suffix_user)
         tail_len = len(tail_ids) if tail_ids and joined[-len(tail_ids) :] == tail_ids else 0
         prefix, suffix = head + prefix, suffix + tail
+        prefix_user = [(a + len(head), b + len(head)) for a, b in prefix_user]
     bos = (tokenizer.bos_token_id,) if _adds_bos(tokenizer) else ()
-    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    prefix_ids = user_text.encode(tokenizer, prefix, prefix_user)
     if prefix_ids[:1] == [tokenizer.bos_token_id]:  # the chat template already starts with BOS (Llama 3)
         bos, prefix_ids = (tokenizer.bos_token_id,), prefix_ids[1:]
-    suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    suffix_ids = user_text.encode(tokenizer, suffix, suffix_user)
     if len(suffix_ids) > chunk_tokens:
         raise InputError(
             f"the question part of the prompt is {len(suffix_ids)} tokens, longer than the chunk budget "
             f"({chunk_tokens} tokens); shorten the question or raise chunk_tokens"
         )
     if split == "tokens":
-        ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        ids = user_text.encode(tokenizer, context)
         pieces = [ids[i : i + chunk_tokens] for i in range(0, len(ids), chunk_tokens)] or [[]]
     else:
         pieces = _split_chars(tokenizer, context, chunk_tokens) if context else [[]]

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from pcomp_jax import text as user_text
 from pcomp_jax.attention import last_rows, resolve_backend
 from pcomp_jax.decoding import decode, generate_ids
 from pcomp_jax.model import forward, param_dtype
@@ -332,7 +333,7 @@ def generate(
         _check_fits(prompt, model, config)
         ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
     else:
-        context_ids = tok(context, add_special_tokens=False)["input_ids"]
+        context_ids = user_text.encode(tok, context)
         extra = {"context_tokens": len(context_ids)}
         budget = model.config.trained_context - config.sampling.max_new_tokens
         if method == "truncate":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-_MARK = "\x00CONTEXT\x00"
+from pcomp_jax.text import Span, chat_frame, fill
+
+__all__ = ["TEMPLATES", "PromptTemplate", "chat_frame", "get_template"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,10 @@ class PromptTemplate:
     def render(self, question: str) -> tuple[str, str]:
         """(prefix, suffix) with the question filled in (it may appear in either)."""
         return self.prefix.replace("{question}", question), self.suffix.replace("{question}", question)
+
+    def render_spans(self, question: str) -> tuple[tuple[str, list[Span]], tuple[str, list[Span]]]:
+        """Like `render`, each part with the character spans the question occupies in it (user text)."""
+        return fill(self.prefix, "{question}", question), fill(self.suffix, "{question}", question)
 
 
 TEMPLATES = {
@@ -54,13 +60,3 @@ def get_template(name_or_template: str | PromptTemplate) -> PromptTemplate:
             f"unknown template {name_or_template!r} (built in: {', '.join(TEMPLATES)}; or pass a PromptTemplate)"
         )
     return TEMPLATES[name_or_template]
-
-
-def chat_frame(tokenizer) -> tuple[str, str]:
-    """(head, tail): the chat template's text before and after one user turn, the tail ending with the assistant
-    header. A prompt wrapped as chat is head + prefix + context + suffix + tail."""
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": _MARK}], tokenize=False, add_generation_prompt=True
-    )
-    head, tail = rendered.split(_MARK)
-    return head, tail
