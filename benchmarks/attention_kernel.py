@@ -1,6 +1,6 @@
 """Chunk attention with importance scores: our Pallas kernel against cuDNN and XLA, checked and timed.
 
-    python benchmarks/attention_kernel.py [--out attention_kernel.json]        # GPU: the issue's two shapes
+    python benchmarks/attention_kernel.py [--out attention_kernel.json]        # GPU: the two shapes in SHAPES
     python benchmarks/attention_kernel.py --small --interpret                  # CPU: tiny shapes, interpret mode
 
 Rows, for each shape (bf16, causal, every chunk full length, observation rows = the last --window rows):
@@ -12,7 +12,7 @@ Rows, for each shape (bf16, causal, every chunk full length, observation rows = 
   (e) cudnn+pallas    (b) plus the scores from our Pallas score kernel alone (pallas_attention.chunk_scores)
 Then: the compiled kernel on ragged edge cases against the dense reference (EDGE_CASES), and the whole prefill of a
 chunk group through the model with each backend.
-TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (the convention of FIELD_NOTES). Before timing, every variant is
+TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (half of dense 4 * T^2 * H). Before timing, every variant is
 checked: ours against (d) or, where (d) does not fit, against cuDNN for the output and the XLA pass for the scores.
 """
 

@@ -4,7 +4,7 @@
 
 Writes a sharded HF directory with the real Llama-3-8B tensor names and shapes (8,030,261,248 params, ~16 GB bf16,
 constant-valued to write fast), then runs the converter in a child process and reports its peak resident memory
-(ru_maxrss) and wall time. The point is the issue's requirement: an 8B model converts on a 24 GiB machine.
+(ru_maxrss) and wall time. The point is the requirement we set: an 8B model converts on a 24 GiB machine.
 """
 
 from __future__ import annotations

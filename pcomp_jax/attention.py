@@ -5,7 +5,7 @@ slot-based (see cache.py): query t sits at slot `q_slots[t]` and sees key slot s
 valid for its KV head.
 
 - "reference": head-major batched matmuls in float32 accumulation, blocked over queries so a long prefill never
-  holds a [T, S] score matrix per head at once (fast on XLA:CPU, see FIELD_NOTES).
+  holds a [T, S] score matrix per head at once (the fastest form we measured on XLA:CPU).
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU in
   bfloat16/float16 (keys are exactly the new tokens, right-padded); float32 models and masked attention over an
   existing cache use the reference.
@@ -17,7 +17,7 @@ valid for its KV head.
   scores from Pallas (`SCORE_KERNEL_BESIDE_CUDNN`); `PALLAS_IN_AUTO` flips it once the full kernel wins.
 
 Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
-from a few observation rows, summed over the rows, with each row's full normaliser (Part 2, E.2 of PARALLELCOMP.md).
+from a few observation rows, summed over the rows, with each row's full normaliser (docs/ALGORITHM.md 1.5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""ParallelComp pipeline on a tiny random model: the invariants of PARALLELCOMP.md Part 2, section L that apply to
-our semantics (numbered as there), static shapes, bounded memory and bad input."""
+"""ParallelComp pipeline on a tiny random model: the invariants that apply to our semantics (docs/ALGORITHM.md),
+static shapes, bounded memory and bad input."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Scorers: the six LongBench metric families (PARALLELCOMP.md Part 2, I.1; LongBench's definitions) and the
-InfiniteBench retrieval scorers (I.2). Each takes (prediction, ground truth) and returns a float in [0, 1]."""
+"""Scorers: the six LongBench metric families (LongBench's definitions; docs/ALGORITHM.md 2.10) and the
+InfiniteBench retrieval scorers (B10 there). Each takes (prediction, ground truth) and returns a float in [0, 1]."""
 
 from __future__ import annotations
 

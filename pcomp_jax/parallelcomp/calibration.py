@@ -1,9 +1,9 @@
-"""Attention calibration at the second prefill (Part 1.6; Part 2, F.2), as a key filter for the model's forward.
+"""Attention calibration at the second prefill (docs/ALGORITHM.md 1.7, 2.8), as a key filter for the model's forward.
 
 In the chosen layers, before the question attends, keys that draw more than `threshold` of the attention of the last
 `observe_last` question tokens and lie in the chosen region are removed per KV head; every head removes the same
 number M (the largest outlier count), padding with its lowest-attention keys. Removal only clears validity bits, so
-shapes stay static and the question keeps exact causal alignment (fixes Part 2, K.14).
+shapes stay static and the question keeps exact causal alignment (fixes the official code's B13, docs/ALGORITHM.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Token eviction inside a chunk: keep the `capacity` context tokens the question attends to most (Part 1.4).
+"""Token eviction in a chunk: keep the `capacity` context tokens the question attends to most (docs/ALGORITHM.md 1.5).
 
 Pure and static-shaped: observation scores from the prefill (`forward(score_rows=...)`), max-pooled within the
 candidates, `lax.top_k`, then the kept slots are gathered in their original order. The BOS is never a candidate and
-is always kept (the official code can drop the first selected token instead, Part 2, K.4).
+is always kept (the official code can drop the first selected token instead: B4 in docs/ALGORITHM.md).
 """
 
 from __future__ import annotations

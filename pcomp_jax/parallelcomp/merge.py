@@ -1,4 +1,4 @@
-"""The merged cache (Part 1.5): kept chunks side by side in document order, exactly one BOS.
+"""The merged cache (docs/ALGORITHM.md 1.6): kept chunks side by side in document order, exactly one BOS.
 
 No compaction is needed: the question's mask is slot-based, so invalid slots (evicted tokens, padding, the BOS of
 every chunk but the first, empty buffer entries) simply hold keys nobody sees.
@@ -16,7 +16,8 @@ from pcomp_jax.parallelcomp.select import ChunkSet
 def merged_cache(chunks: ChunkSet, *, bos_len: int) -> tuple[KVCache, jax.Array]:
     """A batch-1 KVCache over `chunks` (already in document order) and the question's first position.
 
-    The question starts after the longest kept chunk's uncompressed context (BOS + prefix + text), Part 2, G.2.
+    The question starts after the longest kept chunk's uncompressed context (BOS + prefix + text), as in the
+    official code (docs/ALGORITHM.md 1.6, 2.7).
     """
     n, layers, slots, heads, h = chunks.k.shape
     real = chunks.index >= 0  # [n]

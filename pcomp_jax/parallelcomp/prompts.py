@@ -1,4 +1,4 @@
-"""Prompt templates: every chunk is `[BOS] + prefix + chunk text + suffix` (Part 1.1).
+"""Prompt templates: every chunk is `[BOS] + prefix + chunk text + suffix` (docs/ALGORITHM.md 1.1).
 
 A template is an instruction `prefix` (before the context) and a `suffix` (after it) that holds the question as
 `{question}`. With a chat model the whole user turn is wrapped in the tokenizer's chat template, so the chat header

@@ -11,10 +11,10 @@ from jax import lax
 
 
 def question_nll(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> jax.Array:
-    """Mean NLL of the question tokens: I_c of Part 1.3 (Part 2, D.1).
+    """Mean NLL of the question tokens: I_c of docs/ALGORITHM.md 1.3 (paper, chunk eviction).
 
     logits [..., Q, V] float32 predicting `targets` [..., Q]; valid [..., Q] masks question padding. The mean is
-    over the valid question tokens (the official code divides by count - 1, which ranks chunks identically).
+    over the valid question tokens (the official code divides by count - 1, which ranks chunks identically; B17).
     """
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [..., Q]
     return jnp.sum(jnp.where(valid, nll, 0.0), -1) / jnp.maximum(jnp.sum(valid, -1), 1)

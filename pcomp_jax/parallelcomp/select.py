@@ -1,8 +1,8 @@
-"""Chunk eviction with bounded memory (Part 1.3): a fixed-size buffer of the best chunk caches so far.
+"""Chunk eviction with bounded memory (docs/ALGORITHM.md 1.4): a fixed-size buffer of the best chunk caches so far.
 
 Each group of freshly prefilled chunks is concatenated with the buffer and the `keep` lowest-NLL chunks survive, so
 at most keep + chunk_batch chunk caches exist at once, whatever the context length. Ties go to the later chunk, as in
-the official priority queue (Part 2, D.2).
+the official priority queue (docs/ALGORITHM.md 2.5).
 """
 
 from __future__ import annotations
