@@ -4,8 +4,8 @@ from pcomp_jax.cache import KVCache
 from pcomp_jax.checkpoint import CheckpointError, save_checkpoint
 from pcomp_jax.config import ConfigError, LlamaConfig, RopeScaling, from_hf_config
 from pcomp_jax.decoding import Sampling, decode, generate_ids
+from pcomp_jax.errors import InputError
 from pcomp_jax.model import Output, forward, init_params
-from pcomp_jax.parallelcomp.chunking import InputError
 from pcomp_jax.parallelcomp.config import (
     Calibration,
     ParallelCompConfig,

@@ -26,6 +26,12 @@ class CheckpointError(ValueError):
     """A directory that is not a readable pcomp-jax checkpoint."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 @contextlib.contextmanager
 def _save_numpy_without_copy():
     """Orbax deep-copies every numpy leaf before its async save (NumpyHandler's default): one more full copy of the
@@ -77,8 +83,11 @@ def read_config(path: str | Path) -> tuple[LlamaConfig, str]:
         raise CheckpointError(
             f"{path} is not a pcomp-jax checkpoint (no config.json); convert one with `python -m pcomp_jax.convert`"
         )
-    d = json.loads(cfg_file.read_text())
-    if d.pop("format", None) != FORMAT:
+    try:
+        d = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); convert the model again") from None
+    if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
         raise CheckpointError(
             f"{cfg_file} is not a pcomp-jax config (expected format {FORMAT!r}); is this an HF "
             "model directory? Convert it with `python -m pcomp_jax.convert`"
@@ -86,26 +95,59 @@ def read_config(path: str | Path) -> tuple[LlamaConfig, str]:
     dtype = d.pop("dtype", None)
     try:
         return LlamaConfig.from_dict(d), dtype
-    except TypeError as err:  # written by another version of pcomp-jax
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # edited, or written by another version
         raise CheckpointError(
             f"{cfg_file} does not match this pcomp-jax version ({err}); convert the model again"
         ) from None
 
 
-def load_params(path: str | Path) -> dict:
-    """Params of the checkpoint at `path`, as jax arrays on the default device."""
+def load_params(path: str | Path, config: LlamaConfig | None = None) -> dict:
+    """Params of the checkpoint at `path`, as jax arrays on the default device; with `config`, every array's shape
+    is checked against it (a config and params from different models are refused by name)."""
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     if not (path / "params").is_dir():
-        raise CheckpointError(f"{path} has no params/ directory")
+        raise CheckpointError(f"{path} has no params/ directory; convert the model again")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(path / "params")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path / "params")
+    except Exception as err:  # Orbax/TensorStore raise many types for damaged files
+        raise CheckpointError(
+            f"the params in {path / 'params'} cannot be read ({first_line(err)}); convert the model again"
+        ) from None
+    if config is not None:
+        check_params(params, config, path)
+    return params
+
+
+def check_params(params: dict, config: LlamaConfig, path: Path) -> None:
+    """Refuse params whose tree or shapes differ from what `config` describes."""
+    from pcomp_jax.model import init_params
+
+    expected = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    for name in sorted(want.keys() | got.keys()):
+        if want.get(name) != got.get(name):
+            raise CheckpointError(
+                f"{path}: params{name} has shape {got.get(name, 'missing')} but config.json "
+                f"({config.num_layers} layers, hidden {config.hidden_size}) needs {want.get(name, 'none')}; the "
+                "config and params come from different models: convert the model again"
+            )
 
 
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
+    path = Path(path)
+    if not any(path.glob("tokenizer*.json")):
+        raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json); convert the model again")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:  # transformers raises several types for broken tokenizer files
+        raise CheckpointError(
+            f"the tokenizer in {path} cannot be loaded ({first_line(err)}); convert the model again"
+        ) from None

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from pcomp_jax.errors import InputError
+
 EPILOG = """examples:
   python -m pcomp_jax generate --ckpt checkpoints/smollm2 --prompt "The capital of France is"
   python -m pcomp_jax generate --ckpt checkpoints/smollm2 --chat --prompt "Name three colours." --json
@@ -76,42 +78,37 @@ def build_parser() -> argparse.ArgumentParser:
     what = gen.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="text to complete (plain generation)")
     what.add_argument("--context-file", metavar="F", help="UTF-8 text file with the long context, or - for stdin")
-    gen.add_argument("--question", default="", help="the question about the context")
+    gen.add_argument("--question", help="the question about the context")
     gen.add_argument(
         "--method",
         choices=METHODS,
-        default="parallelcomp",
         help="parallelcomp (default), full (whole context in one pass) or truncate (middle-truncate "
         "to the model's training window)",
     )
     gen.add_argument(
         "--template",
         choices=sorted(TEMPLATES),
-        default="qa",
         help="prompt around the context (default qa; retrieval for needle/passkey questions)",
     )
-    gen.add_argument("--chunk-tokens", type=positive_int, default=2048, help="context tokens per chunk (default 2048)")
-    gen.add_argument("--keep-chunks", type=positive_int, default=3, help="chunks kept after eviction (default 3)")
-    gen.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
+    gen.add_argument("--chunk-tokens", type=positive_int, help="context tokens per chunk (default 2048)")
+    gen.add_argument("--keep-chunks", type=positive_int, help="chunks kept after eviction (default 3)")
+    gen.add_argument("--chunk-batch", type=positive_int, help="chunks prefilled together (default 4)")
     gen.add_argument(
         "--split",
         choices=["tokens", "chars"],
-        default="tokens",
         help="split by tokens (default) or by characters as the official code does",
     )
     gen.add_argument(
         "--capacity",
         type=positive_int,
-        default=None,
         help="enable token eviction: context tokens kept per chunk, layer and KV head",
     )
-    gen.add_argument("--calibrate", choices=REGIONS, default=None, help="enable attention calibration in a region")
+    gen.add_argument("--calibrate", choices=REGIONS, help="enable attention calibration in a region")
     gen.add_argument(
         "--calibrate-layers",
         type=_layers,
-        default=(0, 7),
         metavar="LO-HI",
-        help="0-based inclusive layer range for calibration (default 0-7)",
+        help="0-based inclusive layer range for calibration, with --calibrate (default 0-7)",
     )
     gen.add_argument(
         "--chat",
@@ -131,29 +128,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# options that only apply to a document (--context-file), and their defaults there
+DOCUMENT_DEFAULTS = {
+    "question": "",
+    "method": "parallelcomp",
+    "template": "qa",
+    "chunk_tokens": 2048,
+    "keep_chunks": 3,
+    "chunk_batch": 4,
+    "split": "tokens",
+    "capacity": None,
+    "calibrate": None,
+    "calibrate_layers": (0, 7),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that would be ignored in the chosen mode; fill the document options' defaults."""
+    given = [name for name in DOCUMENT_DEFAULTS if getattr(args, name) is not None]
+    if args.context_file is None:
+        if given:
+            raise InputError(
+                f"{', '.join(map(_flag, given))} only apply to a document (--context-file); --prompt is plain "
+                "generation of the prompt as written"
+            )
+        return
+    if args.calibrate_layers is not None and args.calibrate is None:
+        raise InputError("--calibrate-layers needs --calibrate REGION (calibration is off without it)")
+    for name, default in DOCUMENT_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def read_context(path: str) -> str:
-    """The context text from a file or stdin, with clear errors for missing or non-UTF-8 input."""
+    """The context text from a file or stdin: refused when missing, not UTF-8 or empty; a UTF-8 BOM is dropped."""
     if path == "-":
         data = sys.stdin.buffer.read()
         name = "standard input"
     else:
         p = Path(path)
+        if p.is_dir():
+            raise InputError(f"context file {path} is a directory; give a text file")
         if not p.is_file():
-            raise FileNotFoundError(f"context file not found: {path}")
+            raise InputError(f"context file not found: {path}")
         data = p.read_bytes()
-        name = path
+        name = f"context file {path}"
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{name} is not UTF-8 text (byte {err.start}); convert it first, e.g. with iconv") from None
+        raise InputError(f"{name} is not UTF-8 text (byte {err.start}); convert it first, e.g. with iconv") from None
+    if not text.strip():
+        raise InputError(f"{name} is empty; give a document, or use --prompt for plain generation")
+    return text
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from pcomp_jax.checkpoint import read_config
     from pcomp_jax.decoding import Sampling
+    from pcomp_jax.parallelcomp.chunking import check_question
     from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
-    from pcomp_jax.parallelcomp.pipeline import generate
+    from pcomp_jax.parallelcomp.pipeline import check_config, generate
+    from pcomp_jax.parallelcomp.prompts import get_template
     from pcomp_jax.pretrained import load
 
+    # everything that needs no model is checked before the weights load
+    check_options(args)
     long_context = args.context_file is not None
     sampling = Sampling(
         max_new_tokens=args.max_new_tokens,
@@ -162,8 +205,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    model_config, _ = read_config(args.ckpt)
     if long_context:
-        context = read_context(args.context_file)  # before loading the model: fail fast on bad input
+        check_question(get_template(args.template), args.question)
         config = ParallelCompConfig(
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
@@ -174,6 +218,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             eviction=TokenEviction(capacity=args.capacity) if args.capacity else None,
             calibration=Calibration(region=args.calibrate, layers=args.calibrate_layers) if args.calibrate else None,
         )
+        check_config(config, model_config)
+        context = read_context(args.context_file)
     model = load(args.ckpt, attention_backend=args.attention_backend)
     start = time.perf_counter()
     if long_context:
@@ -196,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return cmd_generate(args)
-    except (ValueError, FileNotFoundError) as err:  # every user-facing error type of ours is a ValueError
+    except ValueError as err:  # every user-facing error type of ours is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ from pcomp_jax import text as user_text
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.decoding import Sampling, generate_ids
+from pcomp_jax.errors import InputError
 from pcomp_jax.model import Params
 
 
@@ -55,15 +56,33 @@ class Model:
     def complete(self, prompt: str, sampling: Sampling = Sampling(), chat: bool = False) -> Completion:
         """Continue `prompt` (plain generation, no ParallelComp)."""
         if not prompt:
-            raise ValueError("the prompt is empty")
-        ids = generate_ids(self.params, self.config, self.encode(prompt, chat), sampling, self.attention_backend)
+            raise InputError("the prompt is empty")
+        ids = self.encode(prompt, chat)
+        window = self.config.max_position_embeddings
+        if len(ids) + sampling.max_new_tokens > window:
+            raise InputError(
+                f"the prompt ({len(ids)} tokens) plus max_new_tokens ({sampling.max_new_tokens}) is "
+                f"{len(ids) + sampling.max_new_tokens} tokens, past the model's {window}-token window; for a long "
+                "input give it as a document (--context-file, answered with ParallelComp or another --method)"
+            )
+        ids = generate_ids(self.params, self.config, ids, sampling, self.attention_backend)
         return Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True), tokens=ids)
+
+
+DTYPES = ("float32", "bfloat16")  # what params may be cast to at load time
 
 
 def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None) -> Model:
     """Load a checkpoint written by `python -m pcomp_jax.convert` (optionally casting params to `dtype`)."""
+    if dtype is not None:
+        try:
+            name = jnp.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name not in DTYPES:
+            raise InputError(f"unsupported dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     config, _ = read_config(path)
-    params = load_params(path)
+    params = load_params(path, config)
     cast = jnp.dtype(dtype) if dtype else None
     params = jax.tree.map(lambda x: jnp.asarray(x, cast), params)
     return Model(params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend)

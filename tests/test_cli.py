@@ -30,7 +30,7 @@ def test_generate_plain_text(tiny_checkpoint, capsys):
         (["--ckpt", "/nonexistent/dir", "--prompt", "hi"], "not a pcomp-jax checkpoint"),
         (["--prompt", ""], "prompt is empty"),
         (["--prompt", "hi", "--chat"], "no chat template"),
-        (["--prompt", "hi", "--temperature", "-1"], "temperature must be >= 0"),
+        (["--prompt", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(tiny_checkpoint, capsys, args, message):

@@ -195,7 +195,7 @@ def test_tied_lm_head_different_from_embedding_is_refused(tiny_hf_dir, tmp_path)
 def test_missing_weights_tokenizer_or_existing_output(tiny_hf_dir, tmp_path):
     src, _ = tiny_hf_dir("llama")
     out = convert(src, tmp_path / "ckpt", progress=False)
-    with pytest.raises(ConversionError, match="already exists"):
+    with pytest.raises(ConversionError, match="already holds a checkpoint"):
         convert(src, out)
     (src / "tokenizer.json").unlink()
     (src / "tokenizer_config.json").unlink()
@@ -257,7 +257,7 @@ def test_cli_converts_and_documents_dtype_default(tiny_checkpoint, tmp_path, cap
     assert read_config(tmp_path / "ckpt")[1] == "bfloat16"
     assert max_diff(our_logits(ckpt), hf_logits(model)) <= TOL
     assert main([str(src), "--out", str(ckpt)]) == 2  # never overwrites a checkpoint
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0

@@ -10,6 +10,7 @@ mistake is reported in seconds, and peak memory is the output params plus one so
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pcomp_jax.convert.errors import ConversionError
 from pcomp_jax.convert.mapping import ParamBuilder, collect
 from pcomp_jax.convert.sources import open_source
 
+PARTIAL = ".pcomp-jax-partial"  # present in --out while a conversion is under way
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 
 DTYPE_HELP = (
@@ -65,21 +67,49 @@ def convert(src: str | Path, out: str | Path, dtype=None, *, progress: bool = Tr
 
     target_dtype = _dtype(dtype)
     out = Path(out)
-    if (out / "params").exists() or (out.exists() and not out.is_dir()):
-        raise ConversionError(f"{out} already exists; choose another --out or delete it first")
-    source = open_source(src)
-    config = _config(source)
-    target_dtype = target_dtype or source.default_dtype
-    specs = source.specs()
-    builder = ParamBuilder(config, target_dtype)
-    builder.check(specs)
-    tokenizer = source.tokenizer()
-    tensors = tqdm(source.tensors(), total=len(specs), desc="converting", unit="tensor", disable=not progress)
-    params = collect(builder, tensors)
+    existed = out.exists()
+    _prepare_out(out)
     try:
-        return save_checkpoint(out, params, config, tokenizer)
-    except CheckpointError as err:
-        raise ConversionError(str(err)) from None
+        source = open_source(src)
+        config = _config(source)
+        target_dtype = target_dtype or source.default_dtype
+        specs = source.specs()
+        builder = ParamBuilder(config, target_dtype)
+        builder.check(specs)
+        tokenizer = source.tokenizer()
+        tensors = tqdm(source.tensors(), total=len(specs), desc="converting", unit="tensor", disable=not progress)
+        params = collect(builder, tensors)
+        try:
+            path = save_checkpoint(out, params, config, tokenizer)
+        except CheckpointError as err:
+            raise ConversionError(str(err)) from None
+    except ConversionError:
+        if sorted(out.iterdir()) == [out / PARTIAL]:  # nothing written yet: leave no trace
+            (out / PARTIAL).unlink()
+            if not existed:
+                out.rmdir()
+        raise
+    (out / PARTIAL).unlink()
+    return path
+
+
+def _prepare_out(out: Path) -> None:
+    """Make `out` an empty directory marked as our partial output, or refuse it in one line. A directory that
+    holds anything else than our own partial output (from an interrupted run) is never written into."""
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--out {out} is a file; give a new directory")
+    if out.is_dir() and any(out.iterdir()):
+        if (out / PARTIAL).exists():
+            shutil.rmtree(out)  # an interrupted conversion of ours: start over
+        elif (out / "params").exists() or (out / "config.json").exists():
+            raise ConversionError(f"{out} already holds a checkpoint; choose another --out or delete it first")
+        else:
+            raise ConversionError(f"--out {out} is a directory that is not empty; give a new or empty directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PARTIAL).write_text("a conversion into this directory has not finished; it is safe to delete\n")
+    except OSError as err:
+        raise ConversionError(f"cannot create --out {out}: {err.strerror or err}") from None
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m pcomp_jax.convert") -> int:

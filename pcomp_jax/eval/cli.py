@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pcomp_jax.cli import add_attention_backend, positive_int
+from pcomp_jax.pretrained import DTYPES
 
 EPILOG = """examples:
   python -m pcomp_jax.eval --ckpt checkpoints/smollm2 --task passkey --method parallelcomp,truncate \\
@@ -28,11 +29,65 @@ EPILOG = """examples:
 
 
 def parse_length(text: str) -> int:
+    """A length in tokens: 4000, 8k (8192), 1m (1048576); > 0."""
     text = text.strip().lower()
+    scale = {"k": 1024, "m": 1024 * 1024}.get(text[-1:], 1)
     try:
-        return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
+        value = float(text[:-1] if scale > 1 else text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad length {text!r} (use e.g. 8k, 128k or 4000)") from None
+        raise argparse.ArgumentTypeError(f"bad length {text!r} (use e.g. 8k, 128k, 1m or 4000)") from None
+    if not value * scale >= 1 or value * scale != int(value * scale):
+        raise argparse.ArgumentTypeError(f"lengths must be whole numbers of tokens >= 1, got {text!r}")
+    return int(value * scale)
+
+
+def parse_lengths(text: str) -> list[int]:
+    """argparse type of --lengths: comma-separated lengths."""
+    return [parse_length(x) for x in text.split(",")]
+
+
+# settings that change the predictions of a (method, sample) pair: a resumed run must have the same ones
+PREDICTION_SETTINGS = (
+    "ckpt",
+    "task",
+    "chunk_tokens",
+    "keep_chunks",
+    "seed",
+    "depths",
+    "data",
+    "longbench_config",
+    "dtype",
+    "attention_backend",
+)
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The prediction-affecting settings of a run, with paths made absolute so that a resume from another
+    directory compares equal."""
+    settings = {name: getattr(args, name) for name in PREDICTION_SETTINGS}
+    for name in ("ckpt", "data", "longbench_config"):
+        if settings[name] is not None:
+            settings[name] = str(Path(settings[name]).resolve())
+    return settings
+
+
+def check_resume(out: Path, settings: dict) -> None:
+    """Refuse to add to predictions made with other settings (named), or whose settings are unknown."""
+    if not (out / "predictions.jsonl").exists():
+        return
+    recorded = None
+    if (out / "settings.json").exists():
+        recorded = json.loads((out / "settings.json").read_text())
+    if recorded is None:
+        raise ValueError(
+            f"{out} holds predictions without recorded settings (an older run); choose a new --out to start over"
+        )
+    differ = [name for name in PREDICTION_SETTINGS if recorded.get(name) != settings[name]]
+    if differ:
+        changes = ", ".join(f"--{n.replace('_', '-')} {recorded.get(n)} -> {settings[n]}" for n in differ)
+        raise ValueError(
+            f"{out} holds predictions made with other settings ({changes}); resuming would mix them: choose a new --out"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "truncate, streaming (default parallelcomp)",
     )
     p.add_argument(
-        "--lengths", default="8k,16k,32k", help="comma-separated lengths for generated tasks (default 8k,16k,32k)"
+        "--lengths",
+        type=parse_lengths,
+        default=[8192, 16384, 32768],
+        help="comma-separated lengths in tokens for generated tasks, such as 4000, 8k or 1m (default 8k,16k,32k)",
     )
     p.add_argument("--samples", type=positive_int, default=10, help="samples per length (datasets: the first N)")
     p.add_argument("--depths", type=positive_int, default=10, help="niah: depths per length (default 10)")
@@ -67,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-chunks", type=positive_int, default=1, help="ParallelComp chunks kept (default 1)")
     p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
-    p.add_argument("--dtype", default=None, help="cast params (e.g. bfloat16)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="cast params to this dtype (default: as saved)")
     add_attention_backend(p)
     p.add_argument("--out", required=True, help="output directory (created; an existing run is resumed)")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots (they need matplotlib: the eval extra)")
@@ -106,16 +164,20 @@ def run(args: argparse.Namespace) -> dict:
         chunk_tokens=args.chunk_tokens, keep_chunks=args.keep_chunks, chunk_batch=args.chunk_batch
     )
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]
-    lengths = [parse_length(x) for x in args.lengths.split(",")] if task.needs_lengths else []
+    lengths = args.lengths if task.needs_lengths else []
+    options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
+    task.check(options)
+    out = Path(args.out)
+    settings = run_settings(args)
+    check_resume(out, settings)
     model = load(args.ckpt, dtype=args.dtype, attention_backend=args.attention_backend)
     backend = resolve_backend(model.attention_backend)
-    options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
     samples = task.make(model.tokenizer, lengths, args.samples, args.seed, options)
     if not samples:
         raise ValueError("the task produced no samples")
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     pred_file = out / "predictions.jsonl"
     rows = [json.loads(line) for line in pred_file.read_text().splitlines()] if pred_file.exists() else []
     done = {(r["method"], r["id"]) for r in rows}
@@ -175,6 +237,7 @@ def run(args: argparse.Namespace) -> dict:
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(sys.argv),
+        "settings": settings,
         "args": vars(args),
     }
     (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1) + "\n")

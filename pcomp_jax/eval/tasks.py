@@ -42,6 +42,7 @@ class Task:
     needs_lengths: bool = True
     kind: str = "generate"  # "generate": score the answer; "nll": score the continuation's NLL (perplexity)
     modules: tuple[str, ...] = ()  # optional modules (the `eval` extra) the scorer needs
+    check: Callable[[dict], None] = lambda options: None  # refuses bad options before any model loads
 
 
 TASKS: dict[str, Callable[[], Task]] = {}
@@ -129,18 +130,52 @@ def _number_needle(rng):
     return f"The sequence of digits is {number}. Remember it. {number} is the sequence of digits.", number
 
 
-def read_infinitebench(path: str | Path) -> list[dict]:
-    """Records of an InfiniteBench JSONL file, or of every .jsonl inside a zip of them (e.g. passkey 8K-64K)."""
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file, or of every .jsonl inside a zip of them; each record carries `_file` and `_line`.
+
+    Raises a one-line ValueError naming the file and line for anything that is not a JSON object per line."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as z:
-            names = sorted(n for n in z.namelist() if n.endswith(".jsonl"))
-            lines = [(n, line) for n in names for line in z.read(n).decode("utf-8").splitlines() if line.strip()]
-    else:
-        lines = [(path.name, line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [dict(json.loads(line), _file=name) for name, line in lines]
+    if not path.is_file():
+        raise ValueError(f"data file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as z:
+                names = sorted(n for n in z.namelist() if n.endswith(".jsonl"))
+                files = [(n, z.read(n).decode("utf-8-sig")) for n in names]
+        else:
+            files = [(path.name, path.read_text(encoding="utf-8-sig"))]
+    except (UnicodeDecodeError, zipfile.BadZipFile) as err:
+        raise ValueError(f"data file {path} cannot be read as UTF-8 JSONL or a zip of JSONL files ({err})") from None
+    records = []
+    for name, text in files:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"data file {name}, line {number}: not JSON ({err.msg}); expected JSONL") from None
+            if not isinstance(record, dict):
+                kind = type(record).__name__
+                raise ValueError(f"data file {name}, line {number}: expected a JSON object, got a {kind}")
+            records.append(dict(record, _file=name, _line=number))
+    return records
+
+
+def field(record: dict, key: str, kind: type | tuple[type, ...] = str):
+    """record[key], or a one-line ValueError naming the file, the line and the missing or mistyped field."""
+    where = f"data file {record.get('_file')}, line {record.get('_line')}"
+    if key not in record:
+        raise ValueError(f"{where}: no {key!r} field")
+    if not isinstance(record[key], kind):
+        raise ValueError(f"{where}: field {key!r} is a {type(record[key]).__name__}, expected {kind}")
+    return record[key]
+
+
+def answers_of(record: dict, key: str) -> tuple[str, ...]:
+    """Reference answers: a list of them, or one answer given as a plain string or number."""
+    value = field(record, key, (list, str, int, float))
+    return tuple(str(a) for a in value) if isinstance(value, list) else (str(value),)
 
 
 def _length_of(record: dict) -> int:
@@ -156,20 +191,19 @@ def infinitebench_or_generated(name, question, needle, max_new_tokens, scorer):
     def make(tokenizer, lengths, samples, seed, options):
         if not options.get("data"):
             return generate(tokenizer, lengths, samples, seed, options)
-        records = read_infinitebench(options["data"])
+        records = read_jsonl(options["data"])
         by_file: dict[str, list[dict]] = {}
         for r in records:
             by_file.setdefault(r["_file"], []).append(r)
         out = []
         for file, rs in sorted(by_file.items()):
             for i, r in enumerate(rs[:samples]):
-                answer = r["answer"][0] if isinstance(r["answer"], list) else r["answer"]
                 out.append(
                     Sample(
                         id=f"{name}-{file}-{i}",
-                        context=r["context"],
-                        question=r["input"],
-                        answers=(str(answer),),
+                        context=field(r, "context"),
+                        question=field(r, "input"),
+                        answers=answers_of(r, "answer")[:1],
                         template=TEMPLATES["retrieval"],
                         max_new_tokens=max_new_tokens,
                         length=_bucket(file, r),
@@ -308,12 +342,26 @@ def ppl_task() -> Task:
 def longbench_template(config_dir: str | Path, dataset: str) -> tuple[PromptTemplate, int]:
     """The official prompt of `dataset` split at {context}, and its max new tokens, from LongBench's config dir."""
     config_dir = Path(config_dir)
-    prompts = json.loads((config_dir / "dataset2prompt.json").read_text(encoding="utf-8"))
-    maxlen = json.loads((config_dir / "dataset2maxlen.json").read_text(encoding="utf-8"))
-    if dataset not in prompts:
-        raise ValueError(f"{config_dir}/dataset2prompt.json has no prompt for {dataset!r}")
-    prefix, suffix = prompts[dataset].replace("{input}", "{question}").split("{context}")
-    return PromptTemplate(prefix=prefix, suffix=suffix), int(maxlen[dataset])
+
+    def read(name: str) -> dict:
+        file = config_dir / name
+        if not file.is_file():
+            raise ValueError(f"--longbench-config {config_dir} has no {name} (give LongBench's config/ directory)")
+        try:
+            table = json.loads(file.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{file} is not valid JSON ({err})") from None
+        if not isinstance(table, dict) or dataset not in table:
+            raise ValueError(f"{file} has no entry for {dataset!r}")
+        return table
+
+    prompt, maxlen = read("dataset2prompt.json")[dataset], read("dataset2maxlen.json")[dataset]
+    if not isinstance(prompt, str) or prompt.count("{context}") != 1:
+        raise ValueError(f"{config_dir}/dataset2prompt.json: the {dataset!r} prompt must contain {{context}} once")
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+        raise ValueError(f"{config_dir}/dataset2maxlen.json: {dataset!r} must be a positive integer, got {maxlen!r}")
+    prefix, suffix = prompt.replace("{input}", "{question}").split("{context}")
+    return PromptTemplate(prefix=prefix, suffix=suffix), maxlen
 
 
 def longbench_task(dataset: str) -> Task:
@@ -322,25 +370,26 @@ def longbench_task(dataset: str) -> Task:
     if dataset not in LONGBENCH_METRIC:
         raise ValueError(f"unknown LongBench dataset {dataset!r} (known: {', '.join(sorted(LONGBENCH_METRIC))})")
 
-    def make(tokenizer, lengths, samples, seed, options):
+    def check(options):
         if not options.get("data") or not options.get("longbench_config"):
             raise ValueError(
                 "longbench tasks need --data FILE.jsonl (LongBench v1 schema) and --longbench-config DIR "
                 "(LongBench's config/ with dataset2prompt.json and dataset2maxlen.json)"
             )
+        longbench_template(options["longbench_config"], dataset)
+        read_jsonl(options["data"])
+
+    def make(tokenizer, lengths, samples, seed, options):
+        check(options)
         template, max_new = longbench_template(options["longbench_config"], dataset)
-        lines = Path(options["data"]).read_text(encoding="utf-8").splitlines()
         out = []
-        for i, line in enumerate(x for x in lines if x.strip()):
-            if i >= samples:
-                break
-            r = json.loads(line)
+        for i, r in enumerate(read_jsonl(options["data"])[:samples]):
             out.append(
                 Sample(
-                    id=r.get("_id", f"{dataset}-{i}"),
-                    context=r["context"],
-                    question=r["input"],
-                    answers=tuple(r["answers"]),
+                    id=str(r.get("_id", f"{dataset}-{i}")),
+                    context=field(r, "context"),
+                    question=field(r, "input"),
+                    answers=answers_of(r, "answers"),
                     template=template,
                     max_new_tokens=max_new,
                     meta={
@@ -356,4 +405,4 @@ def longbench_task(dataset: str) -> Task:
         return longbench_score(dataset, prediction, list(sample.answers), sample.meta["all_classes"])
 
     modules = METRIC_MODULES.get(LONGBENCH_METRIC[dataset], ())
-    return Task(f"longbench:{dataset}", make, score, needs_lengths=False, modules=modules)
+    return Task(f"longbench:{dataset}", make, score, needs_lengths=False, modules=modules, check=check)

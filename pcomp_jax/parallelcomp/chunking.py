@@ -1,4 +1,4 @@
-"""Split a context into chunks and assemble each chunk's tokens (Part 1.1; the official split is Part 2, B.3).
+"""Split a context into chunks and assemble each chunk's tokens (docs/ALGORITHM.md 1.1; the official split: 2.3).
 
 Host-side and exact: the result says which tokens every chunk holds and the static budget they are padded to.
 """
@@ -9,13 +9,10 @@ import dataclasses
 import math
 
 from pcomp_jax import text as user_text
+from pcomp_jax.errors import InputError
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, chat_frame
 
 BUDGET_ROUND = 128  # chunk context budgets are rounded up to this, so nearby lengths share compilations
-
-
-class InputError(ValueError):
-    """A user input ParallelComp cannot run on (empty question, budgets that do not fit, ...)."""
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -66,7 +63,7 @@ def _adds_bos(tokenizer) -> bool:
 
 
 def split_chars(text: str, n: int) -> list[str]:
-    """n pieces of floor(len/n) characters each, the remainder joined to the last (Part 2, B.3)."""
+    """n pieces of floor(len/n) characters each, the remainder joined to the last (docs/ALGORITHM.md 2.3)."""
     w = len(text) // n
     return [text[i * w : (i + 1) * w] for i in range(n - 1)] + [text[(n - 1) * w :]]
 
@@ -80,6 +77,14 @@ def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
     return [user_text.encode(tokenizer, p) for p in pieces]
 
 
+def check_question(template: PromptTemplate, question: str) -> None:
+    """A template that asks a question needs a non-blank one."""
+    if template.needs_question and not question.strip():
+        raise InputError(
+            "the question is empty; give a question (or use a template without {question}, such as 'summarize')"
+        )
+
+
 def chunk_prompt(
     tokenizer,
     context: str,
@@ -91,10 +96,7 @@ def chunk_prompt(
     chat: bool = False,
 ) -> ChunkedPrompt:
     """Tokenize and split. An empty context gives one chunk with an empty piece (plain generation)."""
-    if template.needs_question and not question.strip():
-        raise InputError(
-            "the question is empty; give a question (or use a template without {question}, such as 'summarize')"
-        )
+    check_question(template, question)
     # the question is user text wherever it stands: it is tokenized as plain text (pcomp_jax/text.py)
     (prefix, prefix_user), (suffix, suffix_user) = template.render_spans(question)
     tail_len = 0

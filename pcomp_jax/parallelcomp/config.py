@@ -1,12 +1,15 @@
-"""Typed, validated configuration of the ParallelComp pipeline (PARALLELCOMP.md Part 1).
+"""Typed, validated configuration of the ParallelComp pipeline (docs/ALGORITHM.md, section 1).
 
 Budgets are in tokens and fixed per configuration, so every jitted stage has static shapes. `compat()` gives the
-official code's README defaults (Part 2, H.1) as closely as our semantics allow; the differences are listed there.
+official code's README defaults (docs/ALGORITHM.md 2.1) as closely as our semantics allow; the differences are
+listed in `compat`'s docstring and in docs/PIPELINE.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from pcomp_jax.decoding import Sampling
 
@@ -22,9 +25,30 @@ def _check(ok: bool, message: str) -> None:
         raise PipelineConfigError(message)
 
 
+def _int(name: str, value, minimum: int = 1) -> None:
+    """An integer (not a bool, float or string) >= minimum."""
+    _check(
+        isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        f"{name} must be an integer, got {value!r}",
+    )
+    _check(value >= minimum, f"{name} must be >= {minimum}, got {value}")
+
+
+def _number(name: str, value) -> None:
+    """A finite real number."""
+    _check(
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+        f"{name} must be a finite number, got {value!r}",
+    )
+
+
+def _optional(name: str, value, cls: type) -> None:
+    _check(value is None or isinstance(value, cls), f"{name} must be a {cls.__name__} or None, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenEviction:
-    """Query-aware token eviction inside each chunk (Part 1.4; Part 2, E.2).
+    """Query-aware token eviction inside each chunk (docs/ALGORITHM.md 1.5, 2.6).
 
     capacity: context tokens kept per chunk, per layer and per KV head (the BOS is kept on top of these).
     window: observation rows, the last `window` tokens of the chunk (the end of the question).
@@ -39,17 +63,18 @@ class TokenEviction:
     per_query_head: bool = False
 
     def __post_init__(self):
-        _check(self.capacity >= 1, f"eviction capacity must be >= 1, got {self.capacity}")
-        _check(self.window >= 1, f"eviction window must be >= 1, got {self.window}")
+        _int("eviction capacity", self.capacity)
+        _int("eviction window", self.window)
+        _int("pool_kernel", self.pool_kernel)
+        _check(self.pool_kernel % 2 == 1, f"pool_kernel must be a positive odd number, got {self.pool_kernel}")
         _check(
-            self.pool_kernel >= 1 and self.pool_kernel % 2 == 1,
-            f"pool_kernel must be a positive odd number, got {self.pool_kernel}",
+            isinstance(self.per_query_head, bool), f"per_query_head must be True or False, got {self.per_query_head!r}"
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """Attention calibration at the second prefill (Part 1.6; Part 2, F.2).
+    """Attention calibration at the second prefill (docs/ALGORITHM.md 1.7, 2.8).
 
     In layers lo..hi (0-based, inclusive), keys whose attention from the last `observe_last` question tokens exceeds
     `threshold` and that lie in `region` are removed from the cache, per KV head; every head then removes the same
@@ -65,11 +90,20 @@ class Calibration:
 
     def __post_init__(self):
         _check(self.region in REGIONS, f"calibration region must be one of {REGIONS}, got {self.region!r}")
+        layers = self.layers
+        _check(
+            isinstance(layers, tuple | list)
+            and len(layers) == 2
+            and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in layers),
+            f"calibration layers must be a pair of integers (lo, hi), got {layers!r}",
+        )
+        object.__setattr__(self, "layers", (int(layers[0]), int(layers[1])))  # hashable: configs are jit-static
         lo, hi = self.layers
         _check(0 <= lo <= hi, f"calibration layers must satisfy 0 <= lo <= hi, got {self.layers}")
+        _number("calibration threshold", self.threshold)
         _check(self.threshold > 0, f"calibration threshold must be > 0, got {self.threshold}")
-        _check(self.observe_last >= 1, f"observe_last must be >= 1, got {self.observe_last}")
-        _check(self.region_width >= 1, f"region_width must be >= 1, got {self.region_width}")
+        _int("observe_last", self.observe_last)
+        _int("region_width", self.region_width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,25 +130,29 @@ class ParallelCompConfig:
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
     def __post_init__(self):
-        _check(self.chunk_tokens >= 1, f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
-        _check(self.keep_chunks >= 1, f"keep_chunks must be >= 1, got {self.keep_chunks}")
-        _check(self.chunk_batch >= 1, f"chunk_batch must be >= 1, got {self.chunk_batch}")
+        _int("chunk_tokens", self.chunk_tokens)
+        _int("keep_chunks", self.keep_chunks)
+        _int("chunk_batch", self.chunk_batch)
         _check(self.split in ("tokens", "chars"), f"split must be 'tokens' or 'chars', got {self.split!r}")
+        _optional("eviction", self.eviction, TokenEviction)
+        _optional("calibration", self.calibration, Calibration)
+        _check(self.chat in (None, True, False), f"chat must be True, False or None, got {self.chat!r}")
+        _check(isinstance(self.sampling, Sampling), f"sampling must be a Sampling, got {self.sampling!r}")
 
     def replace(self, **changes) -> ParallelCompConfig:
         return dataclasses.replace(self, **changes)
 
 
 def compat(trained_context: int = 8192) -> ParallelCompConfig:
-    """The official README configuration (Part 2, H.1) mapped to our knobs.
+    """The official README configuration (docs/ALGORITHM.md 2.1) mapped to our knobs.
 
     Official: chunk budget cml = 7600 for 8K models (3600 for 4K), topk_windows=-3, character split, no token
     eviction, no calibration, no chat template, greedy with EOS banned at the first step. Remaining differences,
-    by design: one BOS per chunk and none before the question (the official question carries a second BOS, K.8); the
-    chunk NLL is a plain mean (the official divides by count - 1, which does not change the ranking, D.1); chunks are
-    padded on the right with their own positions instead of processed one by one (same results, C); GQA caches keep
-    K heads unless `TokenEviction.per_query_head`.
+    by design: one BOS per chunk and none before the question (the official question carries a second BOS, B8); the
+    chunk NLL is a plain mean (the official divides by count - 1, which does not change the ranking, B17); chunks are
+    padded on the right with their own positions instead of processed one by one (same results, 2.4); GQA caches keep
+    K heads unless `TokenEviction.per_query_head` (B18). Bug ids and section numbers refer to docs/ALGORITHM.md.
     """
-    official = {8192: 7600, 4096: 3600}  # cml of Part 2, B.2 for Llama-3 (8K) and Llama-2 (4K)
+    official = {8192: 7600, 4096: 3600}  # cml (docs/ALGORITHM.md 2.2) for Llama-3 (8K) and Llama-2 (4K)
     chunk = official.get(trained_context, max(256, int(trained_context * 0.9)))
     return ParallelCompConfig(chunk_tokens=chunk, keep_chunks=3, chunk_batch=1, split="chars", chat=False)

@@ -4,7 +4,7 @@
 with like:
 - "parallelcomp": chunks prefilled in parallel groups (`jax.vmap` over the chunk axis) with positions 0..L-1 each,
   the `keep_chunks` with the lowest question NLL kept in a fixed-size buffer, optional token eviction and
-  calibration, then the question and the answer decoded over the merged cache (PARALLELCOMP.md Part 1).
+  calibration, then the question and the answer decoded over the merged cache (docs/ALGORITHM.md, section 1).
 - "full": the whole prompt in one causal pass (positions run past the training window).
 - "truncate": the context middle-truncated so prompt + answer fit the training window (as LongBench does).
 - "streaming": a StreamingLLM-style cache: the first 4 prompt tokens (attention sinks) and the most recent tokens
@@ -187,6 +187,16 @@ def _pad(ids: list[int], length: int) -> np.ndarray:
     return out
 
 
+def check_config(config: ParallelCompConfig, model_config) -> None:
+    """Settings that cannot work with this model (checked from its config alone, before any weights load)."""
+    calibration = config.calibration
+    if calibration is not None and calibration.layers[1] >= model_config.num_layers:
+        raise InputError(
+            f"calibration layers {calibration.layers[0]}-{calibration.layers[1]} go past the model's last layer "
+            f"({model_config.num_layers - 1}; layers are 0-based)"
+        )
+
+
 def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
     window = model.config.trained_context
     longest = max(len(p) for p in prompt.pieces)
@@ -205,7 +215,7 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
     plan = _Plan(
-        keep=config.keep_chunks,
+        keep=min(config.keep_chunks, prompt.num_chunks),  # a short document needs no room for more
         context_slots=prompt.context_slots,
         bos_len=len(prompt.bos),
         eviction=config.eviction,
@@ -216,9 +226,7 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
     t = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
     batch = config.chunk_batch
-    buffer = ChunkSet.empty(
-        config.keep_chunks, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params)
-    )
+    buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
     scores = np.full((prompt.num_chunks,), np.nan)
     peak = 0
     groups = range(0, prompt.num_chunks, batch)
@@ -313,7 +321,8 @@ def generate(
 ) -> Result:
     """Answer `question` about `context` with `model` (a `pcomp_jax.Model`).
 
-    An empty context is allowed: the prompt then has no document and this is plain generation. `progress` shows a
+    An empty context is allowed: the prompt then has no document and this is plain generation
+    (`stats["empty_context"]` is True). `progress` shows a
     bar over chunk groups (default: when stderr is a terminal). Raises `InputError` or `PipelineConfigError` with a
     clear message for inputs that cannot run.
     """
@@ -321,6 +330,9 @@ def generate(
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if not isinstance(context, str) or not isinstance(question, str):
         raise InputError("context and question must be strings")
+    if not isinstance(config, ParallelCompConfig):
+        raise InputError(f"config must be a ParallelCompConfig, got {config!r}")
+    check_config(config, model.config)
     tok = model.tokenizer
     chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
     prompt = chunk_prompt(
@@ -349,5 +361,5 @@ def generate(
         if method == "streaming":
             ids = sinks_and_recent(ids, budget)
         ids, stats = _run_single(model, ids, config, backend, extra)
-    stats = {"method": method, **stats}
+    stats = {"method": method, "empty_context": context == "", **stats}
     return Result(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=ids, stats=stats)
