@@ -13,7 +13,7 @@ from pcomp_jax.parallelcomp.config import (
     TokenEviction,
     compat,
 )
-from pcomp_jax.parallelcomp.pipeline import METHODS, Result, generate
+from pcomp_jax.parallelcomp.pipeline import METHODS, Result, generate, generate_from_ids
 from pcomp_jax.parallelcomp.prompts import TEMPLATES, PromptTemplate
 from pcomp_jax.pretrained import Completion, Model, load
 
@@ -29,6 +29,7 @@ __all__ = [
     "TokenEviction",
     "compat",
     "generate",
+    "generate_from_ids",
     "CheckpointError",
     "Completion",
     "ConfigError",

@@ -22,6 +22,8 @@ from a few observation rows, summed over the rows, with each row's full normalis
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,14 +36,45 @@ SCORE_KERNEL_BESIDE_CUDNN = True  # "cudnn" on a GPU: scores from our Pallas sco
 
 
 def resolve_backend(backend: str) -> str:
-    """Concrete backend name for `backend` on the current default device."""
+    """Concrete backend name for `backend` on the current default device (on a GPU, also checks once that our
+    Pallas score kernel works there: `score_kernel_usable`)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if jax.default_backend() == "gpu" and backend != "reference":
+        score_kernel_usable()
     if backend == "auto":
         if jax.default_backend() != "gpu":
             return "reference"
         return "pallas" if PALLAS_IN_AUTO else "cudnn"
     return backend
+
+
+_score_kernel_ok: bool | None = None  # None: not checked yet in this process
+
+
+def _compile_score_kernel() -> None:
+    """Compile our Pallas score kernel (Triton lowering, deprecated in JAX 0.11) for a tiny shape, running nothing."""
+    from pcomp_jax.pallas_attention import chunk_scores
+
+    q = jax.ShapeDtypeStruct((1, 64, 2, 64), jnp.bfloat16)
+    k = jax.ShapeDtypeStruct((1, 64, 1, 64), jnp.bfloat16)
+    ints = jax.ShapeDtypeStruct((1,), jnp.int32), jax.ShapeDtypeStruct((1, 4), jnp.int32)
+    chunk_scores.lower(q, k, *ints, per_query_head=True).compile()
+
+
+def score_kernel_usable() -> bool:
+    """Whether the score kernel imports and compiles on this GPU (checked once per process). If not, the jnp score
+    pass is used instead, after one warning line on stderr: a JAX without the Triton lowering still runs."""
+    global _score_kernel_ok
+    if _score_kernel_ok is None:
+        try:
+            _compile_score_kernel()
+            _score_kernel_ok = True
+        except Exception as err:  # ImportError without the lowering; lowering or compiler errors of many types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            print(f"warning: Pallas score kernel unavailable ({first}); using the jnp score pass", file=sys.stderr)
+            _score_kernel_ok = False
+    return _score_kernel_ok
 
 
 def _attend_block(q, k, v, q_slots, key_valid, scale):
@@ -181,7 +214,7 @@ def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     """
     lengths = token_valid.sum(-1).astype(jnp.int32)
     on_gpu = jax.default_backend() == "gpu"
-    if backend == "pallas" and score_rows is not None and pallas_fits(q):
+    if backend == "pallas" and score_rows is not None and pallas_fits(q) and (not on_gpu or score_kernel_usable()):
         from pcomp_jax.pallas_attention import chunk_attention  # Pallas imports stay off the default path
 
         out, _, scores = chunk_attention(q, k, v, lengths, score_rows, per_query_head=True, interpret=not on_gpu)
@@ -192,7 +225,7 @@ def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     out = jnp.where(token_valid[:, :, None, None], out, 0).astype(out.dtype)
     if score_rows is None:
         return out, None
-    if cudnn and SCORE_KERNEL_BESIDE_CUDNN and pallas_fits(q):
+    if cudnn and SCORE_KERNEL_BESIDE_CUDNN and pallas_fits(q) and score_kernel_usable():
         from pcomp_jax.pallas_attention import chunk_scores
 
         return out, chunk_scores(q, k, lengths, score_rows, per_query_head=True)

@@ -77,6 +77,28 @@ def _split_chars(tokenizer, context: str, chunk_tokens: int) -> list[list[int]]:
     return [user_text.encode(tokenizer, p) for p in pieces]
 
 
+def prompt_from_ids(
+    context: list[int], question: list[int], *, chunk_tokens: int, bos: int | None = None
+) -> ChunkedPrompt:
+    """The token-level prompt: every chunk is `[BOS] + piece + question`, with no instruction or chat template.
+
+    For callers that tokenize themselves, and for benchmarks on random weights, which have no tokenizer."""
+    if not question:
+        raise InputError("the question is empty: give at least one question token")
+    if len(question) > chunk_tokens:
+        raise InputError(
+            f"the question is {len(question)} tokens, longer than the chunk budget ({chunk_tokens} tokens)"
+        )
+    pieces = [context[i : i + chunk_tokens] for i in range(0, len(context), chunk_tokens)] or [[]]
+    return ChunkedPrompt(
+        bos=() if bos is None else (bos,),
+        prefix=(),
+        pieces=tuple(tuple(int(t) for t in p) for p in pieces),
+        suffix=tuple(int(t) for t in question),
+        piece_budget=round_up(max(1, max(len(p) for p in pieces)), BUDGET_ROUND),
+    )
+
+
 def check_question(template: PromptTemplate, question: str) -> None:
     """A template that asks a question needs a non-blank one."""
     if template.needs_question and not question.strip():

