@@ -30,19 +30,23 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def ceilings(spec: dict) -> dict:
-    """bf16 matmul FLOP/s on an n^3 product and elementwise read+write bandwidth, measured here and now."""
+    """bf16 matmul FLOP/s and elementwise read+write bandwidth of this device, measured here and now.
+
+    Each is timed over `steps` dependent operations inside one jitted loop, so host dispatch is amortised; the
+    matrix is scaled by 1/sqrt(n) so repeated products stay in range."""
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
-    n = 512 if spec["smoke"] else 8192
+    n, size, steps = (512, 1 << 20, 4) if spec["smoke"] else (8192, 1 << 29, 20)  # size: bf16 elements (1 GiB)
     keys = jax.random.split(jax.random.key(1), 2)
-    a, b = (jax.random.normal(k, (n, n), jnp.bfloat16) for k in keys)
-    matmul = jax.jit(lambda a, b: a @ b)
-    t_mm = _median_seconds(lambda: matmul(a, b).block_until_ready(), 10)
-    size = (1 << 22) if spec["smoke"] else (1 << 30)  # bf16 elements: 8 MiB or 2 GiB
+    a = jax.random.normal(keys[0], (n, n), jnp.bfloat16)
+    b = (jax.random.normal(keys[1], (n, n), jnp.float32) / n**0.5).astype(jnp.bfloat16)
+    matmuls = jax.jit(lambda a, b: lax.fori_loop(0, steps, lambda i, x: x @ b, a))
+    t_mm = _median_seconds(lambda: matmuls(a, b).block_until_ready(), 5) / steps
     x = jax.random.normal(keys[0], (size,), jnp.bfloat16)
-    scale = jax.jit(lambda x: x * 1.5)  # one read and one write of every element
-    t_copy = _median_seconds(lambda: scale(x).block_until_ready(), 10)
+    scales = jax.jit(lambda x: lax.fori_loop(0, steps, lambda i, y: y * -1, x))  # a read and a write per step
+    t_copy = _median_seconds(lambda: scales(x).block_until_ready(), 5) / steps
     return {"matmul_flops_per_s": 2 * n**3 / t_mm, "copy_bytes_per_s": 2 * size * 2 / t_copy, "matmul_n": n}
 
 
