@@ -142,7 +142,8 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    if not any(path.glob("tokenizer*.json")):
+    # the files a tokenizer is built from (tokenizer_config.json alone is not one)
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json); convert the model again")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

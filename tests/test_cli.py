@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
-from pcomp_jax.cli import main
+from pcomp_jax import CheckpointError, load
+from pcomp_jax.cli import main, read_context
 
 
 def test_generate_json_has_text_and_tokens(tiny_checkpoint, capsys):
@@ -120,3 +125,117 @@ def test_long_context_mistakes(tiny_checkpoint, tmp_path, capsys, content, extra
     assert main([*_long(ckpt, "--context-file", str(f)), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+# --- one line for every bad input (checked before the weights load where no model is needed) ----------------------
+
+
+def assert_one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Makes loading the weights fail loudly: a test using it proves its error comes before they load."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the input was checked")
+
+    monkeypatch.setattr("pcomp_jax.pretrained.load", load)
+
+
+def _context_file(tmp_path, content: bytes = CONTEXT.encode()):
+    f = tmp_path / "ctx.txt"
+    f.write_bytes(content)
+    return str(f)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--question", "x"], "--question only apply to a document (--context-file)"),
+        (["--capacity", "8"], "--capacity only apply to a document"),
+        (["--method", "truncate"], "--method only apply to a document"),
+        (["--chunk-tokens", "64"], "--chunk-tokens only apply to a document"),
+        (["--question", "x", "--chunk-tokens", "64"], "--question, --chunk-tokens only apply to a document"),
+        (["--temperature", "nan"], "temperature must be a finite number"),
+        (["--temperature", "inf"], "temperature must be a finite number"),
+    ],
+)
+def test_prompt_mode_mistakes_before_loading(tiny_checkpoint, capsys, no_load, extra, message):
+    ckpt, _ = tiny_checkpoint
+    assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi", *extra]) == 2
+    assert_one_line_error(capsys, message)
+
+
+def test_prompt_past_the_window_points_to_context_file(tiny_checkpoint, capsys):
+    ckpt, _ = tiny_checkpoint
+    assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi", "--max-new-tokens", "1000000"]) == 2
+    assert "--context-file" in assert_one_line_error(capsys, "past the model's 512-token window")
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        (CONTEXT.encode(), ["--question", ""], "question is empty"),
+        (CONTEXT.encode(), ["--question", "   "], "question is empty"),
+        (b"", [], "is empty"),
+        (b" \n\t \n", [], "is empty"),
+        (CONTEXT.encode(), ["--calibrate", "sink", "--calibrate-layers", "5-9"], "past the model's last layer"),
+        (CONTEXT.encode(), ["--calibrate-layers", "0-3"], "--calibrate-layers needs --calibrate"),
+    ],
+    ids=["empty-question", "blank-question", "empty-file", "blank-file", "calib-layers", "layers-alone"],
+)
+def test_document_mistakes_before_loading(tiny_checkpoint, tmp_path, capsys, no_load, content, extra, message):
+    ckpt, _ = tiny_checkpoint
+    assert main([*_long(ckpt, "--context-file", _context_file(tmp_path, content)), *extra]) == 2
+    assert_one_line_error(capsys, message)
+
+
+def test_directory_as_context_file(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    assert main(_long(ckpt, "--context-file", str(tmp_path))) == 2
+    assert_one_line_error(capsys, "is a directory")
+
+
+def test_empty_stdin(tiny_checkpoint, capsys, monkeypatch, no_load):
+    ckpt, _ = tiny_checkpoint
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(b"")))
+    assert main(_long(ckpt, "--context-file", "-")) == 2
+    assert_one_line_error(capsys, "standard input is empty")
+
+
+def test_utf8_bom_is_dropped(tmp_path):
+    f = tmp_path / "bom.txt"
+    f.write_bytes(b"\xef\xbb\xbfhello")
+    assert read_context(str(f)) == "hello"
+
+
+# --- damaged checkpoints: one line on the command line, CheckpointError from the API -------------------------------
+
+
+def _set_num_layers(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["num_layers"] == 2
+    (ckpt / "config.json").write_text(json.dumps({**config, "num_layers": 3}))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: (c / "config.json").write_text('{"format": "pcomp-jax/1", '), "config.json is not valid JSON"),
+        (_set_num_layers, "the config and params come from different models"),
+        (lambda c: (c / "tokenizer.json").unlink(), "has no tokenizer files"),
+    ],
+    ids=["config-json", "num-layers", "no-tokenizer"],
+)
+def test_damaged_checkpoint(tiny_checkpoint, tmp_path, capsys, damage, message):
+    ckpt = shutil.copytree(tiny_checkpoint[0], tmp_path / "ckpt")
+    damage(ckpt)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load(ckpt)
+    assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi"]) == 2
+    assert_one_line_error(capsys, message)

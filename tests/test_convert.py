@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.convert import ConversionError, convert
-from pcomp_jax.convert.hf_to_flax import main
+from pcomp_jax.convert.hf_to_flax import PARTIAL, main
 from pcomp_jax.model import forward
 
 TOL = 1e-4
@@ -304,3 +304,55 @@ def test_gguf_refusals(tmp_path, arch, extra, match):
     path = write_tiny_gguf(tiny_hf_model("llama"), tmp_path / "x.gguf", arch=arch, extra=extra)
     with pytest.raises(ConversionError, match=match):
         convert(path, tmp_path / "out")
+
+
+# --- the output directory ------------------------------------------------------------------------------------------
+
+
+def test_uncreatable_out_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("mine")
+    missing_src = tmp_path / "no-such-model"  # the source is not even opened: --out is checked first
+    with pytest.raises(ConversionError, match=r"cannot create --out .*file\.txt/out"):
+        convert(missing_src, tmp_path / "file.txt" / "out")
+    with pytest.raises(ConversionError, match=r"--out .*file\.txt is a file; give a new directory"):
+        convert(missing_src, tmp_path / "file.txt")
+    assert main([str(missing_src), "--out", str(tmp_path / "file.txt" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot create --out" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_non_empty_directory_is_never_written_into(tiny_checkpoint, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("mine")
+    with pytest.raises(ConversionError, match="is a directory that is not empty; give a new or empty directory"):
+        convert(tiny_checkpoint[0].parent / "hf", out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["todo.txt"] and (out / "todo.txt").read_text() == "mine"
+
+
+def test_interrupted_output_is_converted_again(tiny_checkpoint, tmp_path):
+    out = tmp_path / "ckpt"
+    (out / "params" / "d").mkdir(parents=True)  # what an interrupted run leaves: our marker and partial params
+    (out / "params" / "d" / "half").write_bytes(b"\0" * 100)
+    (out / PARTIAL).write_text("")
+    assert convert(tiny_checkpoint[0].parent / "hf", out, progress=False) == out.absolute()
+    assert not (out / PARTIAL).exists() and not (out / "params" / "d" / "half").exists()
+    assert max_diff(our_logits(out), hf_logits(tiny_checkpoint[1])) <= TOL
+
+
+def test_success_leaves_no_marker_and_failure_leaves_no_directory(tiny_checkpoint, tiny_hf_dir, tmp_path):
+    out = convert(tiny_checkpoint[0].parent / "hf", tmp_path / "ckpt", progress=False)
+    assert not (out / PARTIAL).exists() and (out / "config.json").is_file()
+    with pytest.raises(ConversionError, match="no such file or directory"):
+        convert(tmp_path / "missing", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    src, _ = tiny_hf_dir("llama")
+    _edit_safetensors(src, lambda t: t.pop("model.norm.weight"))
+    with pytest.raises(ConversionError, match="missing param final_norm/scale"):
+        convert(src, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # an empty directory the user made stays, empty
+    with pytest.raises(ConversionError, match="missing param final_norm/scale"):
+        convert(src, tmp_path / "empty")
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

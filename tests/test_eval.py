@@ -13,7 +13,7 @@ from pcomp_jax.eval import metrics as m
 from pcomp_jax.eval.cli import main, parse_length
 from pcomp_jax.eval.methods import parse_method
 from pcomp_jax.eval.report import markdown_table, summarize
-from pcomp_jax.eval.tasks import get_task, longbench_template
+from pcomp_jax.eval.tasks import answers_of, get_task, longbench_template
 from pcomp_jax.parallelcomp.chunking import chunk_prompt
 from pcomp_jax.parallelcomp.config import ParallelCompConfig
 
@@ -225,3 +225,151 @@ def test_ppl_one_chunk_parallelcomp_equals_full(tiny_checkpoint):
     pc, stats = continuation_nll(model, ctx, cont, "parallelcomp", config, "reference")
     full, _ = continuation_nll(model, ctx, cont, "full", config, "reference")
     assert stats["num_chunks"] == 1 and pc == pytest.approx(full, abs=1e-4)
+
+
+# --- one line for every bad input (checked before the model loads where none is needed) ----------------------------
+
+
+def assert_one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Makes loading the model fail loudly: a test using it proves its error comes before it loads."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr("pcomp_jax.pretrained.load", load)
+
+
+def _tiny_run(ckpt, out, *extra):
+    return [
+        "--ckpt",
+        str(ckpt),
+        "--task",
+        "passkey",
+        "--lengths",
+        "300",
+        "--samples",
+        "1",
+        "--chunk-tokens",
+        "192",
+        "--no-plots",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_resume_with_other_settings_is_refused_by_name(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    ckpt, _ = tiny_checkpoint
+    out = tmp_path / "run"
+    assert main(_tiny_run(ckpt, out)) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["chunk_tokens"] == 192 and settings["ckpt"] == str(ckpt.resolve())
+    assert json.loads((out / "summary.json").read_text())["meta"]["settings"] == settings
+    predictions = (out / "predictions.jsonl").read_text()
+    capsys.readouterr()
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were compared")
+
+    with monkeypatch.context() as m:
+        m.setattr("pcomp_jax.pretrained.load", load)
+        assert main(_tiny_run(ckpt, out, "--chunk-tokens", "256")) == 2
+        err = assert_one_line_error(capsys, "--chunk-tokens 192 -> 256")
+        assert "choose a new --out" in err and "--seed" not in err
+        assert main(_tiny_run(ckpt, out, "--seed", "1")) == 2
+        assert "choose a new --out" in assert_one_line_error(capsys, "--seed 0 -> 1")
+    assert (out / "predictions.jsonl").read_text() == predictions  # nothing mixed in
+    assert main(_tiny_run(ckpt, out)) == 0  # the same settings resume (nothing new to predict)
+    assert (out / "predictions.jsonl").read_text() == predictions
+
+
+def test_predictions_without_settings_are_refused(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text('{"method": "parallelcomp", "id": "passkey-300-0"}\n')
+    assert main(_tiny_run(ckpt, out)) == 2
+    assert "choose a new --out" in assert_one_line_error(capsys, "without recorded settings (an older run)")
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--lengths=0", "argument --lengths: lengths must be whole numbers of tokens >= 1, got '0'"),
+        ("--lengths=-5", "argument --lengths: lengths must be whole numbers of tokens >= 1, got '-5'"),
+        ("--lengths=8q", "argument --lengths: bad length '8q'"),
+        ("--lengths=8k,0.5", "got '0.5'"),
+        ("--dtype=float99", "argument --dtype: invalid choice: 'float99'"),
+        ("--dtype=int8", "argument --dtype: invalid choice: 'int8'"),
+    ],
+)
+def test_bad_lengths_and_dtype_are_argparse_errors(tmp_path, capsys, arg, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(tmp_path), "--task", "passkey", "--out", str(tmp_path / "out"), arg])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_lengths_with_suffixes():
+    assert parse_length("1m") == 1024 * 1024 and parse_length("0.5k") == 512 and parse_length(" 8K ") == 8192
+
+
+def test_longbench_without_data_is_refused_before_loading(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    argv = ["--ckpt", str(ckpt), "--task", "longbench:triviaqa", "--no-plots", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert_one_line_error(capsys, "longbench tasks need --data FILE.jsonl")
+
+
+def _longbench_config(directory, prompt="Passages: {context}\nQuestion: {input}\nAnswer:", maxlen=16):
+    directory.mkdir(exist_ok=True)
+    (directory / "dataset2prompt.json").write_text(json.dumps({"triviaqa": prompt}))
+    (directory / "dataset2maxlen.json").write_text(json.dumps({"triviaqa": maxlen}))
+    return directory
+
+
+GOOD_RECORD = {"context": "Paris is the capital of France.", "input": "Capital of France?", "answers": ["Paris"]}
+
+
+@pytest.mark.parametrize(
+    "lines, prompt, message",
+    [
+        ([GOOD_RECORD, {"input": "q", "answers": ["a"]}], None, "data file lb.jsonl, line 2: no 'context' field"),
+        ([GOOD_RECORD, {**GOOD_RECORD, "context": 5}], None, "line 2: field 'context' is a int"),
+        (["context,input", "a,b"], None, "data file lb.jsonl, line 1: not JSON"),
+        ([["a list"]], None, "data file lb.jsonl, line 1: expected a JSON object, got a list"),
+        ([GOOD_RECORD], "no context here: {input}", "the 'triviaqa' prompt must contain {context} once"),
+        ([GOOD_RECORD], "{context} and {context}", "the 'triviaqa' prompt must contain {context} once"),
+    ],
+    ids=["no-context", "context-type", "csv", "not-object", "prompt-without-context", "prompt-twice"],
+)
+def test_bad_longbench_files_name_file_and_line(tiny_checkpoint, tmp_path, capsys, no_load, lines, prompt, message):
+    ckpt, _ = tiny_checkpoint
+    data = tmp_path / "lb.jsonl"
+    data.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    config = _longbench_config(tmp_path / "config", **({"prompt": prompt} if prompt else {}))
+    argv = ["--ckpt", str(ckpt), "--task", "longbench:triviaqa", "--data", str(data), "--no-plots"]
+    assert main([*argv, "--longbench-config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert_one_line_error(capsys, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_string_answers_are_one_answer(tmp_path):
+    assert answers_of({"answers": "Paris"}, "answers") == ("Paris",)
+    assert answers_of({"answers": ["Paris", "paris"]}, "answers") == ("Paris", "paris")
+    assert answers_of({"answers": 42}, "answers") == ("42",)
+    data = tmp_path / "lb.jsonl"
+    data.write_text(json.dumps({**GOOD_RECORD, "answers": "Paris"}) + "\n" + json.dumps(GOOD_RECORD) + "\n")
+    options = {"data": str(data), "longbench_config": str(_longbench_config(tmp_path / "config"))}
+    samples = get_task("longbench:triviaqa").make(None, [], 2, seed=0, options=options)
+    assert [s.answers for s in samples] == [("Paris",), ("Paris",)]
+    assert samples[0].max_new_tokens == 16 and samples[0].context == GOOD_RECORD["context"]

@@ -425,6 +425,63 @@ def test_bad_sub_config_messages():
         TokenEviction(pool_kernel=4)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ParallelCompConfig(chunk_tokens=256.5), "chunk_tokens must be an integer, got 256.5"),
+        (lambda: ParallelCompConfig(chunk_tokens="512"), "chunk_tokens must be an integer, got '512'"),
+        (lambda: ParallelCompConfig(keep_chunks=True), "keep_chunks must be an integer, got True"),
+        (lambda: ParallelCompConfig(eviction=256), "eviction must be a TokenEviction or None, got 256"),
+        (lambda: ParallelCompConfig(calibration="sink"), "calibration must be a Calibration or None, got 'sink'"),
+        (lambda: Calibration(layers=5), r"calibration layers must be a pair of integers \(lo, hi\), got 5"),
+        (lambda: Calibration(layers=(0, 1.5)), r"calibration layers must be a pair of integers .*got \(0, 1.5\)"),
+        (lambda: Calibration(threshold=math.nan), "calibration threshold must be a finite number"),
+        (lambda: TokenEviction(capacity=True), "eviction capacity must be an integer, got True"),
+    ],
+    ids=["float", "str", "bool", "eviction", "calibration", "layers-int", "layers-float", "nan", "capacity-bool"],
+)
+def test_config_fields_of_the_wrong_type_are_named(make, message):
+    with pytest.raises(PipelineConfigError, match=message):
+        make()
+
+
+def test_calibration_layers_list_becomes_a_hashable_tuple():
+    calib = Calibration(layers=[0, 3])
+    assert calib.layers == (0, 3) and isinstance(calib.layers, tuple)
+    assert calib == Calibration(layers=(0, 3)) and hash(ParallelCompConfig(calibration=calib))  # jit-static
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_sampling_temperature_must_be_finite(value):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        Sampling(temperature=value)
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
+        Sampling(top_p=value)
+
+
+def test_calibration_layers_past_the_last_layer(model):
+    config = cfg(calibration=Calibration(layers=(0, 9)))
+    with pytest.raises(InputError, match=r"calibration layers 0-9 go past the model's last layer \(1; layers are"):
+        run(model, text(40), config)
+    with pytest.raises(InputError, match="past the model's last layer"):
+        generate(model, text(40), QUESTION, config=ParallelCompConfig(calibration=Calibration(layers=(0, 2))))
+
+
+def test_empty_context_is_flagged(model):
+    assert run(model, "").stats["empty_context"] is True
+    assert run(model, text(8)).stats["empty_context"] is False
+    for method in ("full", "truncate"):
+        assert run(model, "", method=method).stats["empty_context"] is True
+
+
+def test_keep_chunks_beyond_the_document_allocates_only_its_chunks(model):
+    stats = run(model, text(25), cfg(keep_chunks=99, chunk_batch=2)).stats
+    n = stats["num_chunks"]
+    assert 2 <= n <= 4
+    assert stats["kept_chunks"] == list(range(n))
+    assert stats["peak_chunk_caches"] <= n + 2
+
+
 def test_per_query_head_eviction_end_to_end(model):
     """The official per-head selection: the cache stores KV heads repeated per query head, the question and decoding
     run over it, and a capacity that keeps everything gives the same answer as no eviction."""

@@ -377,7 +377,8 @@ def longbench_task(dataset: str) -> Task:
                 "(LongBench's config/ with dataset2prompt.json and dataset2maxlen.json)"
             )
         longbench_template(options["longbench_config"], dataset)
-        read_jsonl(options["data"])
+        for r in read_jsonl(options["data"]):  # every record's fields too: a bad line is refused before any load
+            field(r, "context"), field(r, "input"), answers_of(r, "answers")
 
     def make(tokenizer, lengths, samples, seed, options):
         check(options)
