@@ -371,8 +371,39 @@ def test_gpu_default_takes_scores_from_the_score_kernel(monkeypatch):
     want = attention.fresh_attention(q, k, v, token_valid, "reference", rows)
     monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(attention, "cudnn_causal_attention", fake_cudnn)
+    monkeypatch.setattr(attention, "_score_kernel_ok", True)  # the compile check needs a real GPU
     monkeypatch.setattr(pallas_attention, "chunk_scores", scores_in_interpreter)
     got = attention.fresh_attention(q, k, v, token_valid, "cudnn", rows)
     assert calls, "the score kernel was not used"
     np.testing.assert_array_equal(np.asarray(got[0], np.float32), np.asarray(want[0], np.float32))
     assert rel_err(got[1], want[1]) < 1e-3
+
+
+def test_score_kernel_that_cannot_compile_falls_back_with_one_warning(monkeypatch, capsys):
+    """On a GPU whose JAX lacks the Triton lowering (or fails to compile the kernel), the "cudnn" backend takes the
+    scores from the jnp pass after one warning line (simulated on the CPU, as above)."""
+    from pcomp_jax import attention
+
+    def fake_cudnn(q, k, v, lengths):
+        valid = jnp.arange(q.shape[1])[None, :, None] < lengths[:, None, None]
+        return attention.causal_attention(q, k, v, jnp.broadcast_to(valid, k.shape[:3]))
+
+    def no_triton():
+        raise ImportError("cannot import name 'triton' from 'jax.experimental.pallas'")
+
+    q, k, v = make_inputs(12, 2, 64, 4, 2, 64)
+    q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    token_valid = jnp.arange(64)[None, :] < jnp.asarray([[64], [40]])
+    rows = jnp.asarray([[60, 63, 10], [39, 30, -1]])
+    want = attention.fresh_attention(q, k, v, token_valid, "reference", rows)
+    monkeypatch.setattr(attention, "_score_kernel_ok", None)
+    monkeypatch.setattr(attention, "_compile_score_kernel", no_triton)
+    monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(attention, "cudnn_causal_attention", fake_cudnn)
+    assert attention.resolve_backend("auto") == "cudnn"
+    for _ in range(2):
+        got = attention.fresh_attention(q, k, v, token_valid, "cudnn", rows)
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: Pallas score kernel unavailable (cannot import name")
+    assert "using the jnp score pass" in err

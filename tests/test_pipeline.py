@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hf_tiny import _our_config, params_from_hf, tiny_hf_model, tiny_tokenizer
 
+import pcomp_jax
 from pcomp_jax import Model
 from pcomp_jax.cache import KVCache
 from pcomp_jax.decoding import Sampling, decode, generate_ids
@@ -556,3 +557,28 @@ def test_compat_preset_is_the_official_readme_setup(model):
     assert compat(4096).chunk_tokens == 3600
     small = c.replace(chunk_tokens=48, sampling=Sampling(max_new_tokens=6, min_new_tokens=1))
     assert run(model, text(40), small).stats["num_chunks"] >= 2  # the character split runs end to end
+
+
+def test_generate_from_ids_is_generate_without_a_template(model):
+    """The token-level entry point gives what `generate` gives for the same tokens with an empty instruction and
+    the question as the whole suffix; it also runs without a tokenizer (random-weight benchmarks)."""
+    tok = model.tokenizer
+    adds_bos = tok("a")["input_ids"][:1] == [tok.bos_token_id]
+    ids_model = dataclasses.replace(
+        model, config=dataclasses.replace(model.config, bos_token_id=tok.bos_token_id if adds_bos else None)
+    )
+    context = text(150)
+    bare = PromptTemplate(prefix="", suffix="{question}")
+    want = generate(model, context, QUESTION, cfg(), template=bare, progress=False)
+    ids = tok(context, add_special_tokens=False)["input_ids"]
+    question = tok(QUESTION, add_special_tokens=False)["input_ids"]
+    got = pcomp_jax.generate_from_ids(ids_model, ids, question, cfg(), progress=False)
+    assert got.tokens == want.tokens
+    for key in ("kept_chunks", "chunk_scores", "chunk_tokens", "question_position"):
+        assert got.stats[key] == want.stats[key], key
+    for stats in (got.stats, want.stats):
+        assert stats["host_seconds"] >= 0 and stats["first_token_seconds"] >= stats["prefill_seconds"]
+    silent = pcomp_jax.generate_from_ids(dataclasses.replace(ids_model, tokenizer=None), ids, question, cfg())
+    assert silent.tokens == want.tokens and silent.text == ""
+    with pytest.raises(InputError, match="question is empty"):
+        pcomp_jax.generate_from_ids(ids_model, ids, [], cfg())

@@ -1,0 +1,86 @@
+"""`python -m pcomp_jax.bench`: the whole command small on the CPU, the column arithmetic, and the official
+schedule's re-implementation in HF PyTorch keeping the same chunks as our pipeline on the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pcomp_jax.bench.cli import derive, main
+from pcomp_jax.bench.shapes import SHAPES, layer_params, prefill_flops, weight_bytes
+
+
+def test_llama3_8b_shape_arithmetic():
+    c = SHAPES["llama3-8b"]
+    assert layer_params(c) == 32 * (4096 * 128 * (32 + 32 + 8 + 8) + 3 * 4096 * 14336)
+    total = layer_params(c) + 2 * 128256 * 4096 + 32 * 2 * 4096 + 4096  # + embeddings, LM head and norms
+    assert total == 8_030_261_248  # the parameter count of Llama-3-8B
+    # ~14 GFLOP per token in the layers; 128K as one causal pass ~ 1.8 PFLOP linear + 4.5 PFLOP attention
+    assert 1.75e15 < prefill_flops(c, [131072], 0) - 2 * 2 * 32 * 32 * 128 * 131072**2 / 2 < 1.9e15
+    assert 14.9e9 < weight_bytes(c) < 15.1e9  # a decode step reads the layers and LM head, one embedding row
+
+
+def test_derived_columns():
+    c = SHAPES["tiny"]
+    row = {"status": "ok", "method": "hf", "length": 1000, "prefill_s": 0.5, "decode_s": 0.3, "new_tokens": 4}
+    row.update(chunk_lengths=[1021], logit_rows=1, cache_tokens=1021, peak_bytes=2**31)
+    ceil = {"matmul_flops_per_s": 1e12, "copy_bytes_per_s": 1e11}
+    out = derive(row, c, {"dtype": "float32"}, ceil)
+    assert out["tokens_per_s"] == 2000 and out["peak_gib"] == 2
+    assert out["decode_ms_per_token"] == pytest.approx(100)  # HF: 3 decode steps after the prefill's token
+    assert out["mfu"] == pytest.approx(prefill_flops(c, [1021], 1) / 0.5 / 1e12)
+    assert derive({"status": "out of memory"}, c, {}, ceil) == {"status": "out of memory"}
+
+
+def test_smoke_runs_every_method_and_writes_json_and_plot(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcomp_jax.bench", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"parallelcomp", "dense", "hf", "official"}
+    for method, r in rows.items():
+        assert r["status"] == "ok", (method, r["status"])
+        assert r["prefill_s"] > 0 and r["tokens_per_s"] > 0 and r["decode_ms_per_token"] > 0
+    assert rows["parallelcomp"]["chunks"] == 4 and len(rows["parallelcomp"]["kept_chunks"]) == 3
+    assert rows["official"]["chunks"] == 4 and len(rows["official"]["kept_chunks"]) == 3
+    assert result["ceilings"]["matmul_flops_per_s"] > 0 and result["ceilings"]["copy_bytes_per_s"] > 0
+    assert "| 1K | parallelcomp |" in proc.stdout and "matmul peak" in proc.stdout
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_bad_options_are_one_line_errors(capsys):
+    assert main(["--baselines", "dense,vllm"]) == 2
+    assert capsys.readouterr().err == "error: unknown baseline vllm (choose from dense, hf, official)\n"
+
+
+@pytest.mark.slow
+def test_official_schedule_keeps_our_chunks_on_smollm2(smollm2_checkpoint, smollm2_hf):
+    """In compat mode (the official character split and keep 3), the re-implemented official schedule scores every
+    chunk like our pipeline and keeps the same chunks."""
+    from pcomp_jax import compat, generate, haystack, load
+    from pcomp_jax.bench.peers import official_schedule
+    from pcomp_jax.parallelcomp.chunking import chunk_prompt
+    from pcomp_jax.parallelcomp.prompts import get_template
+
+    model = load(smollm2_checkpoint)
+    config = compat(model.config.trained_context).replace(chunk_tokens=400)
+    sample = haystack.build(model.tokenizer, haystack.essays_text(), 2400, 0.6)
+    question = "What is the best thing to do in San Francisco?"
+    ours = generate(model, sample.context, question, config, progress=False)
+    prompt = chunk_prompt(
+        model.tokenizer, sample.context, question, get_template("qa"), chunk_tokens=400, split="chars", chat=False
+    )
+    chunks = [prompt.chunk_ids(i) for i in range(prompt.num_chunks)]
+    theirs = official_schedule(smollm2_hf, chunks, len(prompt.suffix), 3, 1, "cpu", bos_len=len(prompt.bos))
+    assert ours.stats["num_chunks"] == len(chunks) >= 5
+    assert theirs["kept_chunks"] == ours.stats["kept_chunks"]
+    assert theirs["nlls"] == pytest.approx(ours.stats["chunk_scores"], abs=2e-3)
