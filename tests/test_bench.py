@@ -84,3 +84,26 @@ def test_official_schedule_keeps_our_chunks_on_smollm2(smollm2_checkpoint, smoll
     assert ours.stats["num_chunks"] == len(chunks) >= 5
     assert theirs["kept_chunks"] == ours.stats["kept_chunks"]
     assert theirs["nlls"] == pytest.approx(ours.stats["chunk_scores"], abs=2e-3)
+
+
+def test_a_checkpoint_is_driven_with_its_tokenizer_on_real_text(tiny_checkpoint, tmp_path):
+    """--model CKPT: ours through `generate` on essay text (host seconds measured), the dense baseline beside it."""
+    out = tmp_path / "bench.json"
+    cmd = [
+        "--smoke",
+        "--model",
+        str(tiny_checkpoint[0]),
+        "--baselines",
+        "dense",
+        "--lengths",
+        "600",
+        "--chunk-tokens",
+        "192",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcomp_jax.bench", *cmd, "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["parallelcomp"]["status"] == rows["dense"]["status"] == "ok"
+    assert rows["parallelcomp"]["host_s"] > 0 and rows["parallelcomp"]["chunks"] >= 2

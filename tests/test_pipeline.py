@@ -157,12 +157,26 @@ def test_bounded_memory_with_many_chunks(model):
 
 
 def test_same_bucket_does_not_recompile(model):
-    """Static shapes: contexts of different lengths (and chunk counts) reuse the compiled stages."""
-    run(model, text(30, seed=1))
+    """Static shapes: contexts of different lengths (and chunk counts) with the same group size reuse the compiled
+    stages; across all lengths there are at most chunk_batch group shapes."""
+    config = cfg(chunk_tokens=16, chunk_batch=2)
+    counts = [prompt_of(model, text(n, seed=n), config).num_chunks for n in (20, 40, 60, 80)]
+    assert {pipeline.group_size(c, 2) for c in counts} == {2} and len(set(counts)) > 1
+    run(model, text(20, seed=20), config)
     sizes = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
-    run(model, text(45, seed=2))
-    run(model, text(60, seed=3))
+    for n in (40, 60, 80):
+        run(model, text(n, seed=n), config)
     assert (pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()) == sizes
+
+
+def test_groups_are_balanced():
+    """The last group carries at most one chunk of padding per group, and never more groups than needed."""
+    for chunks in range(1, 60):
+        for batch in range(1, 9):
+            size = pipeline.group_size(chunks, batch)
+            groups = -(-chunks // size)
+            assert size <= batch and groups == -(-chunks // batch) and groups * size - chunks < groups
+    assert pipeline.group_size(5, 4) == 3 and pipeline.group_size(2, 4) == 2 and pipeline.group_size(18, 4) == 4
 
 
 # --- merge, positions and equivalences (L.11-L.14) ---------------------------------------------------------------

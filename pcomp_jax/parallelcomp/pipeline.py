@@ -225,9 +225,9 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     qp = round_up(q_len, QUESTION_BUCKET)
     targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
     t = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
-    batch = config.chunk_batch
+    batch = group_size(prompt.num_chunks, config.chunk_batch)
     buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
-    scores = np.full((prompt.num_chunks,), np.nan)
+    group_nlls = []  # device arrays, read once at the end: no host synchronisation between groups
     peak = 0
     groups = range(0, prompt.num_chunks, batch)
     for g in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
@@ -253,8 +253,17 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
             config=mc,
             plan=plan,
         )
-        scores[list(members)] = np.asarray(nll)[: len(members)]
+        group_nlls.append(nll)
+    scores = np.concatenate([np.asarray(x) for x in group_nlls])[: prompt.num_chunks]
     return buffer, plan, scores, peak, targets
+
+
+def group_size(num_chunks: int, chunk_batch: int) -> int:
+    """Chunks per prefill group: as few groups as `chunk_batch` allows, with the chunks spread evenly over them, so
+    the last group carries as little padding as one group size allows (5 chunks at chunk_batch 4 run as 2 groups of
+    3, not 4 + 1 padded to 4). At most `chunk_batch` distinct sizes, so at most that many compilations."""
+    groups = -(-num_chunks // chunk_batch)
+    return -(-num_chunks // groups)
 
 
 def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
