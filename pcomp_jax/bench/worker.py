@@ -97,7 +97,7 @@ def ours(spec: dict) -> dict:
     """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes."""
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.parallelcomp.config import ParallelCompConfig
-    from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
+    from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids, group_size
 
     model, c = _model(spec)
     new = spec["new_tokens"]
@@ -108,8 +108,10 @@ def ours(spec: dict) -> dict:
         chat=False,
         sampling=Sampling(max_new_tokens=new, min_new_tokens=new),  # exactly `new` tokens, even on random weights
     )
-    # every compiled shape depends on the chunk budget, not on the number of chunks: warm up on one group's worth
-    short = min(spec["length"], spec["chunk_batch"] * spec["chunk_tokens"])
+    # the compiled shapes depend on the chunk budget and the group size, not on the number of groups: warm up on one
+    # group of the size the full context will use
+    chunks = -(-spec["length"] // spec["chunk_tokens"])
+    short = min(spec["length"], group_size(chunks, spec["chunk_batch"]) * spec["chunk_tokens"])
     if model.tokenizer is None:
         context, question = _inputs(spec, c.vocab_size)
         run = lambda n: generate_from_ids(model, context[:n], question, config, progress=False)
