@@ -9,6 +9,7 @@ by the plain-text tokens of the same characters. Text without such strings gets 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 Span = tuple[int, int]  # [start, end) character offsets
@@ -28,6 +29,55 @@ def _plain(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
+PARALLEL_MIN_CHARS = 50_000  # longer texts are tokenized in pieces, in parallel, where that gives the same ids
+PARALLEL_PIECE_CHARS = 20_000
+
+
+def _splits_at_spaces(tokenizer) -> bool:
+    """Whether the tokenizer's pre-tokenizer always breaks before a single space between two ASCII letters or digits,
+    with no normalizer: byte-level BPE (GPT-2 / SmolLM2 style, or a Split regex then ByteLevel as in Llama 3 and
+    Qwen2). Then text cut at such a space tokenizes to the same ids piece by piece."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.normalizer is not None or backend.pre_tokenizer is None:
+        return False
+    spec = json.loads(backend.pre_tokenizer.__getstate__())  # this component's JSON only (cheap)
+    parts = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
+    kinds = [part.get("type") for part in parts]
+    return kinds[-1:] == ["ByteLevel"] and set(kinds) <= {"Split", "ByteLevel"}
+
+
+def _cut_points(text: str, piece: int) -> list[int]:
+    """Positions of single spaces between two ASCII alphanumerics, about `piece` characters apart."""
+    cuts, at = [], piece
+    while at < len(text) - 1:
+        p = at
+        while p < len(text) - 1 and not (
+            text[p] == " "
+            and text[p - 1].isascii()
+            and text[p - 1].isalnum()
+            and text[p + 1].isascii()
+            and text[p + 1].isalnum()
+        ):
+            p += 1
+        if p >= len(text) - 1:
+            break
+        cuts.append(p)
+        at = p + piece
+    return cuts
+
+
+def plain_ids(tokenizer, text: str) -> list[int]:
+    """`tokenizer(text)` ids without BOS; long texts in pieces tokenized in parallel (HF's batch encoding runs on
+    all cores) when the tokenizer provably gives the same ids that way (`_splits_at_spaces`)."""
+    if len(text) < PARALLEL_MIN_CHARS or not _splits_at_spaces(tokenizer):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bounds = [0, *_cut_points(text, PARALLEL_PIECE_CHARS), len(text)]
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    backend = tokenizer.backend_tokenizer  # the Rust tokenizer: the Python wrapper costs more than the encoding
+    batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets (tokenizers >= 0.21)
+    return [t for enc in batch(pieces, add_special_tokens=False) for t in enc.ids]
+
+
 def encode(tokenizer, text: str, user: Sequence[Span] | None = None) -> list[int]:
     """Token ids of `text` (no BOS added), where `user` marks the characters that came from a user (default: all).
 
@@ -36,11 +86,12 @@ def encode(tokenizer, text: str, user: Sequence[Span] | None = None) -> list[int
     """
     if user is None:
         user = [(0, len(text))]
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
     control = control_ids(tokenizer)
+    ids = plain_ids(tokenizer, text)
     if not control.intersection(ids):
-        return list(ids)
+        return ids
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # rare: control tokens present
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
     out: list[int] = []
     for token_id, (start, end) in zip(ids, offsets, strict=True):
         if token_id in control and any(start < b and a < end for a, b in user):

@@ -123,3 +123,47 @@ def test_smollm2_chat_prompt_is_plain_user_text(smollm2_checkpoint):
     assert [t for t in model.encode(ATTACK, chat=True) if t in ctrl] == frame
     # a raw (non-chat) prompt is the caller's own template: its markers are parsed on purpose
     assert set(model.encode("<|im_start|>user\nhi<|im_end|>")) & ctrl
+
+
+def test_parallel_pieces_give_the_same_ids(monkeypatch):
+    """Long texts are cut at single spaces between ASCII alphanumerics and tokenized in parallel: the ids equal one
+    call on the whole text, whatever the text around the cuts (tiny byte-level tokenizer, forced small pieces)."""
+    import pcomp_jax.text as t
+
+    tok = tiny_tokenizer()
+    monkeypatch.setattr(t, "PARALLEL_MIN_CHARS", 10)
+    monkeypatch.setattr(t, "PARALLEL_PIECE_CHARS", 7)
+    samples = [
+        "the cat sat on the mat. " * 40,
+        "a  b\n\nc\t d 12 34 x-y (z) 'quoted' it's done!!  \n end" * 20,
+        "café naïve 東京 a b ü c " * 30 + "tail",
+        "nospace" * 50,
+    ]
+    assert t._splits_at_spaces(tok)
+    for text in samples:
+        assert t.plain_ids(tok, text) == tok(text, add_special_tokens=False)["input_ids"]
+        assert len(t._cut_points(text, 7)) > 0 or " " not in text
+
+
+def test_tokenizers_that_cannot_be_cut_use_one_call():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    import pcomp_jax.text as t
+
+    sp = Tokenizer(models.BPE(unk_token="<unk>"))
+    sp.normalizer = normalizers.NFC()
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert not t._splits_at_spaces(PreTrainedTokenizerFast(tokenizer_object=sp))
+    sp.normalizer = None
+    assert not t._splits_at_spaces(PreTrainedTokenizerFast(tokenizer_object=sp))
+
+
+@pytest.mark.slow
+def test_smollm2_parallel_tokenization_of_a_long_document(smol_tok):
+    import pcomp_jax.text as t
+    from pcomp_jax import haystack
+
+    text = haystack.essays_text()[:300_000]
+    assert len(text) > t.PARALLEL_MIN_CHARS and t._splits_at_spaces(smol_tok)
+    assert t.plain_ids(smol_tok, text) == smol_tok(text, add_special_tokens=False)["input_ids"]
