@@ -9,6 +9,7 @@ one sequence of T tokens through the fresh causal prefill. Prints a table and wr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import platform
@@ -18,33 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pcomp_jax.config import LlamaConfig
+from pcomp_jax.bench.shapes import SHAPES as NAMED
 from pcomp_jax.model import forward, init_params
 
-SHAPES = {
-    "smollm2-135m": LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_layers=30,
-        num_heads=9,
-        num_kv_heads=3,
-        head_dim=64,
-        rope_theta=1e5,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    ),
-    "llama3-8b-2layers": LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_layers=2,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=128,
-        rope_theta=5e5,
-        max_position_embeddings=8192,
-    ),
+SHAPES = {  # the benchmark's named shapes (pcomp_jax/bench/shapes.py); two layers of the 8B one are enough here
+    "smollm2-135m": NAMED["smollm2"],
+    "llama3-8b-2layers": dataclasses.replace(NAMED["llama3-8b"], num_layers=2),
 }
 
 

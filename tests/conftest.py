@@ -51,3 +51,13 @@ def smollm2_hf():
     from pcomp_jax.convert.gguf_source import SMOLLM2_FILE, smollm2_path
 
     return LlamaForCausalLM.from_pretrained(smollm2_path().parent, gguf_file=SMOLLM2_FILE).eval()
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Makes loading the weights fail loudly: a test using it proves its error comes before they load."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the input was checked")
+
+    monkeypatch.setattr("pcomp_jax.pretrained.load", load)

@@ -11,6 +11,7 @@ import sys
 import types
 
 import pytest
+from one_line import assert_one_line_error
 
 from pcomp_jax import CheckpointError, load
 from pcomp_jax.cli import main, read_context
@@ -128,23 +129,6 @@ def test_long_context_mistakes(tiny_checkpoint, tmp_path, capsys, content, extra
 
 
 # --- one line for every bad input (checked before the weights load where no model is needed) ----------------------
-
-
-def assert_one_line_error(capsys, message):
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-@pytest.fixture
-def no_load(monkeypatch):
-    """Makes loading the weights fail loudly: a test using it proves its error comes before they load."""
-
-    def load(*args, **kwargs):
-        raise AssertionError("the weights were loaded before the input was checked")
-
-    monkeypatch.setattr("pcomp_jax.pretrained.load", load)
 
 
 def _context_file(tmp_path, content: bytes = CONTEXT.encode()):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hf_tiny import tiny_tokenizer
+from one_line import assert_one_line_error
 
 from pcomp_jax.eval import metrics as m
 from pcomp_jax.eval.cli import main, parse_length
@@ -228,23 +229,6 @@ def test_ppl_one_chunk_parallelcomp_equals_full(tiny_checkpoint):
 
 
 # --- one line for every bad input (checked before the model loads where none is needed) ----------------------------
-
-
-def assert_one_line_error(capsys, message):
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-@pytest.fixture
-def no_load(monkeypatch):
-    """Makes loading the model fail loudly: a test using it proves its error comes before it loads."""
-
-    def load(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr("pcomp_jax.pretrained.load", load)
 
 
 def _tiny_run(ckpt, out, *extra):
