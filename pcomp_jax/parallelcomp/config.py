@@ -52,7 +52,9 @@ class TokenEviction:
 
     capacity: context tokens kept per chunk, per layer and per KV head (the BOS is kept on top of these).
     window: observation rows, the last `window` tokens of the chunk (the end of the question).
-    pool_kernel: odd max-pooling width over the per-token scores (1 disables pooling).
+    pool_kernel: odd pooling width over the per-token scores (1 disables pooling).
+    pool: "max" (default: the official code's max-pooling) or "avg" (kvpress's SnapKV: the mean over the window,
+      zeros past the ends).
     per_query_head: select per query head over a cache with KV heads repeated (the official behaviour, N/K times the
       memory); by default scores are summed over each KV head's query group and the cache keeps K heads.
     """
@@ -61,12 +63,14 @@ class TokenEviction:
     window: int = 8
     pool_kernel: int = 7
     per_query_head: bool = False
+    pool: str = "max"
 
     def __post_init__(self):
         _int("eviction capacity", self.capacity)
         _int("eviction window", self.window)
         _int("pool_kernel", self.pool_kernel)
         _check(self.pool_kernel % 2 == 1, f"pool_kernel must be a positive odd number, got {self.pool_kernel}")
+        _check(self.pool in ("max", "avg"), f"pool must be 'max' or 'avg', got {self.pool!r}")
         _check(
             isinstance(self.per_query_head, bool), f"per_query_head must be True or False, got {self.per_query_head!r}"
         )

@@ -1,6 +1,6 @@
-"""Scores with fixed shapes: the question NLL of a chunk (chunk eviction) and max-pooling of the observation scores
-(token eviction; the scores themselves come from the prefill, see attention.observation_scores). Selection lives in
-eviction.py / select.py."""
+"""Scores with fixed shapes: the question NLL of a chunk (chunk eviction) and max- or average-pooling of the
+observation scores (token eviction; the scores themselves come from the prefill, see attention.observation_scores).
+Selection lives in eviction.py / select.py."""
 
 from __future__ import annotations
 
@@ -26,4 +26,14 @@ def max_pool(scores: jax.Array, candidates: jax.Array, kernel: int) -> jax.Array
     if kernel > 1:
         pad = [(0, 0)] * (s.ndim - 1) + [(kernel // 2, kernel // 2)]
         s = lax.reduce_window(s, -jnp.inf, lax.max, (1,) * (s.ndim - 1) + (kernel,), (1,) * s.ndim, pad)
+    return jnp.where(candidates, s, -jnp.inf)
+
+
+def avg_pool(scores: jax.Array, candidates: jax.Array, kernel: int) -> jax.Array:
+    """Average-pool [..., S] scores over a window of `kernel` slots, zeros past both ends (what kvpress's SnapKV
+    does with `avg_pool1d`, neighbours counted whether or not they are candidates); non-candidates are -inf."""
+    s = scores
+    if kernel > 1:
+        pad = [(0, 0)] * (s.ndim - 1) + [(kernel // 2, kernel // 2)]
+        s = lax.reduce_window(s, 0.0, lax.add, (1,) * (s.ndim - 1) + (kernel,), (1,) * s.ndim, pad) / kernel
     return jnp.where(candidates, s, -jnp.inf)
