@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pcomp_jax.errors import first_line
+
 MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
 QUERY_BLOCK = 512
 BACKENDS = ("auto", "reference", "cudnn", "pallas")
@@ -71,8 +73,10 @@ def score_kernel_usable() -> bool:
             _compile_score_kernel()
             _score_kernel_ok = True
         except Exception as err:  # ImportError without the lowering; lowering or compiler errors of many types
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            print(f"warning: Pallas score kernel unavailable ({first}); using the jnp score pass", file=sys.stderr)
+            print(
+                f"warning: Pallas score kernel unavailable ({first_line(err, 160)}); using the jnp score pass",
+                file=sys.stderr,
+            )
             _score_kernel_ok = False
     return _score_kernel_ok
 

@@ -18,18 +18,13 @@ import jax
 import numpy as np
 
 from pcomp_jax.config import LlamaConfig
+from pcomp_jax.errors import first_line
 
 FORMAT = "pcomp-jax/1"
 
 
 class CheckpointError(ValueError):
     """A directory that is not a readable pcomp-jax checkpoint."""
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters), or its type's name."""
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 @contextlib.contextmanager

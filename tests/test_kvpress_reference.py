@@ -39,29 +39,25 @@ def test_kept_tokens_equal_kvpress_snapkv(smollm2_checkpoint):
         score_rows=last_rows(jnp.asarray([t]), WINDOW),
         attention_backend="reference",
     )
-    eviction = TokenEviction(capacity=int(cap), window=WINDOW, pool_kernel=KERNEL, pool="avg")
-    got, _ = select_tokens(
-        out.scores[:, 0],
-        cache.valid[:, 0],
-        jnp.int32(context_len),
-        bos_len=int(bos_len),
-        context_slots=int(context_len),
-        eviction=eviction,
-    )
-    got = np.asarray(got)
+
+    def kept(**pooling):
+        eviction = TokenEviction(capacity=int(cap), window=WINDOW, **pooling)
+        idx, _ = select_tokens(
+            out.scores[:, 0],
+            cache.valid[:, 0],
+            jnp.int32(context_len),
+            bos_len=int(bos_len),
+            context_slots=int(context_len),
+            eviction=eviction,
+        )
+        return np.asarray(idx)
+
+    got = kept(pool_kernel=KERNEL, pool="avg")
     assert got.shape == want.shape == (model.config.num_layers, model.config.num_kv_heads, cap)
     overlap = [len(set(a) & set(b)) / cap for a, b in zip(got.reshape(-1, cap), want.reshape(-1, cap), strict=True)]
     assert min(overlap) >= 0.95, f"worst layer/head overlap {min(overlap):.3f}"
     # the default max-pooling keeps a different set: the test can tell the two apart
-    maxpool, _ = select_tokens(
-        out.scores[:, 0],
-        cache.valid[:, 0],
-        jnp.int32(context_len),
-        bos_len=int(bos_len),
-        context_slots=int(context_len),
-        eviction=TokenEviction(capacity=int(cap), window=WINDOW, pool_kernel=7),
-    )
-    assert (np.asarray(maxpool) != want).any()
+    assert (kept(pool_kernel=7) != want).any()
 
 
 def test_avg_pool_is_kvpress_avg_pool1d():

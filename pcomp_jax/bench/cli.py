@@ -18,6 +18,7 @@ from pathlib import Path
 from pcomp_jax.bench.shapes import SHAPES, kv_bytes_per_token, prefill_flops, weight_bytes
 from pcomp_jax.bench.worker import RESULT
 from pcomp_jax.errors import InputError
+from pcomp_jax.eval.cli import parse_lengths, require_extra
 
 CANONICAL = {
     "model": "llama3-8b",
@@ -38,8 +39,6 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pcomp_jax.eval.cli import parse_lengths
-
     p = argparse.ArgumentParser(
         prog="python -m pcomp_jax.bench",
         description=__doc__,
@@ -220,8 +219,8 @@ def run(args: argparse.Namespace) -> dict:
     c = model_config(s["model"])
     baselines, notes = choose_baselines(args.baselines)
     plot_path = Path(args.plot) if args.plot else (Path(args.out).with_suffix(".png") if args.out else None)
-    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
-        raise InputError("the plot needs matplotlib, from the eval extra: pip install 'pcomp-jax[eval]'")
+    if plot_path is not None:
+        require_extra(["matplotlib"], "the plot")
     base = {k: s[k] for k in ("model", "chunk_tokens", "keep_chunks", "chunk_batch", "question_tokens", "new_tokens")}
     base.update(dtype=s["dtype"], smoke=s["smoke"])
     if s["model"] not in SHAPES:
@@ -229,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
     ceil = run_worker(dict(base, method="ceilings", length=0), args.timeout)
     if ceil["status"] != "ok":
         raise InputError(f"measuring the device's ceilings failed: {ceil['status']}")
-    device_bytes = _device_bytes()
+    device_bytes = ceil["device_bytes"]
     rows = []
     for length in s["lengths"]:
         for method in ("parallelcomp", *baselines):
@@ -257,13 +256,6 @@ def run(args: argparse.Namespace) -> dict:
     if plot_path is not None:
         plot(rows, s, meta, plot_path)
     return result
-
-
-def _device_bytes() -> int | None:
-    """Memory of the first device, from a short-lived process (this one keeps no device state)."""
-    code = "import jax; print((jax.devices()[0].memory_stats() or {}).get('bytes_limit'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
-    return int(out) if out.isdigit() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,7 +160,7 @@ def run(spec: dict) -> dict:
     import torch
 
     from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.bench.worker import _inputs
+    from pcomp_jax.bench.worker import _compile_seconds, _inputs
     from pcomp_jax.checkpoint import read_config
 
     c = SHAPES[spec["model"]] if spec["model"] in SHAPES else read_config(spec["model"])[0]
@@ -183,13 +183,7 @@ def run(spec: dict) -> dict:
             model, chunks[: -(-n // w)], len(question), spec["keep_chunks"], new, device, len(bos)
         )
         lengths = [len(x) for x in chunks]
-    start = time.perf_counter()
-    short = min(len(context), 2 * w)
-    run(short)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    run(short)
-    compile_s = max(0.0, first - (time.perf_counter() - start))
+    compile_s = _compile_seconds(lambda: run(min(len(context), 2 * w)))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

@@ -20,19 +20,6 @@ SHAPES = {
         bos_token_id=128000,
         eos_token_ids=(128001,),
     ),
-    "llama3-70b": LlamaConfig(
-        vocab_size=128256,
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_layers=80,
-        num_heads=64,
-        num_kv_heads=8,
-        head_dim=128,
-        rope_theta=500000.0,
-        max_position_embeddings=8192,
-        bos_token_id=128000,
-        eos_token_ids=(128001,),
-    ),
     "smollm2": LlamaConfig(
         vocab_size=49152,
         hidden_size=576,
@@ -49,6 +36,10 @@ SHAPES = {
     ),
 }
 
+# Llama-3-70B: the 8B's vocabulary, RoPE and GQA 8, wider and deeper
+SHAPES["llama3-70b"] = dataclasses.replace(
+    SHAPES["llama3-8b"], hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64
+)
 # a tiny shape for --smoke runs on the CPU
 SHAPES["tiny"] = dataclasses.replace(
     SHAPES["smollm2"],

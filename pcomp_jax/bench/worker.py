@@ -47,7 +47,13 @@ def ceilings(spec: dict) -> dict:
     x = jax.random.normal(keys[0], (size,), jnp.bfloat16)
     scales = jax.jit(lambda x: lax.fori_loop(0, steps, lambda i, y: y * -1, x))  # a read and a write per step
     t_copy = _median_seconds(lambda: scales(x).block_until_ready(), 5) / steps
-    return {"matmul_flops_per_s": 2 * n**3 / t_mm, "copy_bytes_per_s": 2 * size * 2 / t_copy, "matmul_n": n}
+    memory = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    return {
+        "matmul_flops_per_s": 2 * n**3 / t_mm,
+        "copy_bytes_per_s": 2 * size * 2 / t_copy,
+        "matmul_n": n,
+        "device_bytes": memory,
+    }
 
 
 def _compile_seconds(run) -> float:
@@ -110,8 +116,8 @@ def ours(spec: dict) -> dict:
     )
     # the compiled shapes depend on the chunk budget and the group size, not on the number of groups: warm up on one
     # group of the size the full context will use
-    chunks = -(-spec["length"] // spec["chunk_tokens"])
-    short = min(spec["length"], group_size(chunks, spec["chunk_batch"]) * spec["chunk_tokens"])
+    groups_of = group_size(-(-spec["length"] // spec["chunk_tokens"]), spec["chunk_batch"])
+    short = min(spec["length"], groups_of * spec["chunk_tokens"])
     if model.tokenizer is None:
         context, question = _inputs(spec, c.vocab_size)
         run = lambda n: generate_from_ids(model, context[:n], question, config, progress=False)

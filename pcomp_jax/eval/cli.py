@@ -132,14 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def require_extra(modules: list[str], why: str) -> None:
+def require_extra(modules: list[str], why: str, hint: str = "") -> None:
     """Refuse to start, in one line, when optional modules of the `eval` extra are missing."""
     missing = [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(
-            f"{why} needs {', '.join(missing)}, from the eval extra: pip install 'pcomp-jax[eval]'"
-            + (" (or pass --no-plots)" if missing == ["matplotlib"] else "")
-        )
+        raise ValueError(f"{why} needs {', '.join(missing)}, from the eval extra: pip install 'pcomp-jax[eval]'{hint}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -159,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
     task = get_task(args.task)
     require_extra(list(task.modules), f"scoring {args.task}")
     if not args.no_plots:
-        require_extra(["matplotlib"], "plotting")
+        require_extra(["matplotlib"], "plotting", " (or pass --no-plots)")
     base = ParallelCompConfig(
         chunk_tokens=args.chunk_tokens, keep_chunks=args.keep_chunks, chunk_batch=args.chunk_batch
     )

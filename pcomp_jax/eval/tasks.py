@@ -370,18 +370,21 @@ def longbench_task(dataset: str) -> Task:
     if dataset not in LONGBENCH_METRIC:
         raise ValueError(f"unknown LongBench dataset {dataset!r} (known: {', '.join(sorted(LONGBENCH_METRIC))})")
 
-    def check(options):
+    def need_files(options):
         if not options.get("data") or not options.get("longbench_config"):
             raise ValueError(
                 "longbench tasks need --data FILE.jsonl (LongBench v1 schema) and --longbench-config DIR "
                 "(LongBench's config/ with dataset2prompt.json and dataset2maxlen.json)"
             )
+
+    def check(options):
+        need_files(options)
         longbench_template(options["longbench_config"], dataset)
         for r in read_jsonl(options["data"]):  # every record's fields too: a bad line is refused before any load
             field(r, "context"), field(r, "input"), answers_of(r, "answers")
 
-    def make(tokenizer, lengths, samples, seed, options):
-        check(options)
+    def make(tokenizer, lengths, samples, seed, options):  # the CLI runs `check` on the files before loading
+        need_files(options)
         template, max_new = longbench_template(options["longbench_config"], dataset)
         out = []
         for i, r in enumerate(read_jsonl(options["data"])[:samples]):

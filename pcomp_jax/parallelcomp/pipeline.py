@@ -345,7 +345,10 @@ def generate(
     prompt = chunk_prompt(
         tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
     )
-    context_ids = None if method == "parallelcomp" else user_text.encode(tok, context)
+    context_ids = None
+    if method != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts text
+        split_ids = [t for piece in prompt.pieces for t in piece]
+        context_ids = split_ids if config.split == "tokens" else user_text.encode(tok, context)
     host_seconds = time.perf_counter() - start
     return _answer(model, prompt, context_ids, config, method, progress, host_seconds, context == "")
 
