@@ -58,7 +58,9 @@ def projections(p, x, c, how="dot"):
     v = mm(h, a["v_proj"]["kernel"])
     x = x + mm(q + jnp.pad(k + v, ((0, 0), (0, q.shape[1] - k.shape[1]))), a["o_proj"]["kernel"])
     h = rms(x, p["mlp_norm"]["scale"], c.rms_norm_eps)
-    return x + mm(jax.nn.silu(mm(h, m["gate_proj"]["kernel"])) * mm(h, m["up_proj"]["kernel"]), m["down_proj"]["kernel"])
+    return x + mm(
+        jax.nn.silu(mm(h, m["gate_proj"]["kernel"])) * mm(h, m["up_proj"]["kernel"]), m["down_proj"]["kernel"]
+    )
 
 
 def attention_step(p, x, k_all, v_all, valid_all, layer, end, cos, sin, c, attn):
@@ -235,7 +237,13 @@ def main():
             jax.block_until_ready(run())
             times.append(time.perf_counter() - start)
         record("library", float(np.median(times)) / args.steps, w_bytes + kv)
-    out = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "model": args.model, "cache": s, "rows": rows}
+    out = {
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "model": args.model,
+        "cache": s,
+        "rows": rows,
+    }
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -126,7 +126,7 @@ def our_scores(model, ids: list[int]):
         score_rows=last_rows(jnp.asarray([t]), WINDOW),
         attention_backend="reference",
     )
-    return out.scores[:, 0], cache.valid[:, 0]  # [L, N, T], [L, T, K]
+    return out.scores[:, 0], cache.stacked()[2][:, 0]  # [L, N, T], [L, T, K]
 
 
 def kept_sets(scores_lkt, valid, sample, capacity, kernel):

@@ -98,8 +98,10 @@ def main():
         by_name[name] += us
         by_kind[kind_of(name)] += us
     total = sum(by_kind.values())
-    print(f"{jax.devices()[0].device_kind}: {args.model}, {args.length} tokens, prefill {stats['prefill_seconds']} s, "
-          f"decode {stats['decode_seconds']} s, wall {untraced:.3f} s, device busy {total / 1e6:.3f} s (traced)")
+    print(
+        f"{jax.devices()[0].device_kind}: {args.model}, {args.length} tokens, prefill {stats['prefill_seconds']} s, "
+        f"decode {stats['decode_seconds']} s, wall {untraced:.3f} s, device busy {total / 1e6:.3f} s (traced)"
+    )
     print("| kind | device s | share |\n|---|---|---|")
     for kind, us in by_kind.most_common():
         print(f"| {kind} | {us / 1e6:.3f} | {100 * us / max(total, 1):.1f}% |")

@@ -7,6 +7,11 @@ start at 0, and the question written after them must see all of them.
 
 GQA keys are stored once per KV head (never repeated per query head). `valid` is per KV head so that eviction and
 calibration can drop different tokens in different heads while shapes stay static.
+
+Every layer's keys, values and validity are arrays of their own (tuples over layers), not slices of one stacked
+array: a decode step then writes its new token into each layer's buffer in place and attention reads the buffer as
+it is (XLA copies a slice of a larger array before a matmul reads it). `stacked()` gives the [layers, ...] view
+that the pipeline's chunk buffers use.
 """
 
 from __future__ import annotations
@@ -20,34 +25,53 @@ from pcomp_jax.config import LlamaConfig
 
 @struct.dataclass
 class KVCache:
-    """Keys/values after RoPE for every layer.
+    """Keys/values after RoPE, one entry per layer.
 
-    k, v:  [layers, B, S, K, H]
-    valid: [layers, B, S, K] bool, False for empty, padded or evicted slots
+    k, v:  tuples of [B, S, K, H]
+    valid: tuple of [B, S, K] bool, False for empty, padded or evicted slots
     end:   int32 scalar, the slot where the next tokens are written (the same for the whole batch)
     """
 
-    k: jax.Array
-    v: jax.Array
-    valid: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    valid: tuple[jax.Array, ...]
     end: jax.Array
 
     @property
     def size(self) -> int:
         """Number of slots S."""
-        return self.k.shape[2]
+        return self.k[0].shape[1]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.k)
 
     @classmethod
     def empty(cls, config: LlamaConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
-        shape = (config.num_layers, batch, size, config.num_kv_heads, config.head_dim)
+        shape = (batch, size, config.num_kv_heads, config.head_dim)
+        layers = range(config.num_layers)
         return cls(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
-            valid=jnp.zeros(shape[:-1], bool),
+            k=tuple(jnp.zeros(shape, dtype) for _ in layers),
+            v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+            valid=tuple(jnp.zeros(shape[:-1], bool) for _ in layers),
             end=jnp.zeros((), jnp.int32),
         )
 
+    @classmethod
+    def from_stacked(cls, k: jax.Array, v: jax.Array, valid: jax.Array, end) -> KVCache:
+        """From [layers, B, S, K, H] keys/values and [layers, B, S, K] validity."""
+        split = lambda x: tuple(x[i] for i in range(x.shape[0]))
+        return cls(k=split(k), v=split(v), valid=split(valid), end=jnp.asarray(end, jnp.int32))
+
+    def stacked(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(k, v [layers, B, S, K, H], valid [layers, B, S, K]): a copy, for code that works on all layers at once."""
+        return jnp.stack(self.k), jnp.stack(self.v), jnp.stack(self.valid)
+
     def grow(self, extra: int) -> KVCache:
         """The same cache with `extra` empty slots appended (e.g. room for a question and decoding)."""
-        pad = [(0, 0), (0, 0), (0, extra), (0, 0), (0, 0)]
-        return self.replace(k=jnp.pad(self.k, pad), v=jnp.pad(self.v, pad), valid=jnp.pad(self.valid, pad[:-1]))
+        pad = [(0, 0), (0, extra), (0, 0), (0, 0)]
+        return self.replace(
+            k=tuple(jnp.pad(x, pad) for x in self.k),
+            v=tuple(jnp.pad(x, pad) for x in self.v),
+            valid=tuple(jnp.pad(x, pad[:-1]) for x in self.valid),
+        )

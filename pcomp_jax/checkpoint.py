@@ -1,7 +1,7 @@
 """Our checkpoint format: a directory with Orbax-saved params, our config.json and the tokenizer files.
 
 DIR/config.json      LlamaConfig.to_dict() plus {"format": FORMAT, "dtype": ...}
-DIR/params/          Orbax StandardCheckpointer tree (see model.py for the layout)
+DIR/params/          Orbax StandardCheckpointer tree in the stored layout (layout.py)
 DIR/tokenizer*.json  whatever `tokenizer.save_pretrained` writes (loaded with transformers.AutoTokenizer)
 """
 
@@ -119,10 +119,12 @@ def load_params(path: str | Path, config: LlamaConfig | None = None) -> dict:
 
 def check_params(params: dict, config: LlamaConfig, path: Path) -> None:
     """Refuse params whose tree or shapes differ from what `config` describes."""
-    from pcomp_jax.model import init_params
+    from pcomp_jax.layout import stored_shapes
 
-    expected = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    expected = stored_shapes(config)
+    is_shape = lambda x: isinstance(x, tuple)
+    leaves = jax.tree_util.tree_leaves_with_path(expected, is_leaf=is_shape)
+    want = {jax.tree_util.keystr(k): v for k, v in leaves}
     got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     for name in sorted(want.keys() | got.keys()):
         if want.get(name) != got.get(name):

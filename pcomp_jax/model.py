@@ -1,17 +1,9 @@
 """A pure-functional Flax Linen Llama-family decoder (Llama 2/3/3.1, Qwen2/2.5, SmolLM2).
 
-`forward(params, config, tokens, positions, cache, ...)` returns `(Output, cache)`. Params are a plain nested dict;
-layers are stacked on a leading axis and run with `nn.scan`, so one layer is compiled once. Param tree:
-
-    embed/embedding                      [V, D]
-    layers/attn_norm/scale               [L, D]
-    layers/attn/{q,k,v}_proj/kernel      [L, D, N*H | K*H | K*H]   (+ bias [L, ...] when qkv_bias)
-    layers/attn/o_proj/kernel            [L, N*H, D]           (+ bias [L, D] when o_bias)
-    layers/mlp_norm/scale                [L, D]
-    layers/mlp/{gate,up}_proj/kernel     [L, D, F]
-    layers/mlp/down_proj/kernel          [L, F, D]
-    final_norm/scale                     [D]
-    lm_head/kernel                       [D, V]   (absent when embeddings are tied)
+`forward(params, config, tokens, positions, cache, ...)` returns `(Output, cache)`. Params are a plain nested dict
+in the runtime layout of `pcomp_jax.layout` (one subtree per layer, q/k/v and gate/up fused); checkpoints keep the
+stored layout and `pcomp_jax.load` converts. Layers run in a Python loop over their own weight arrays, each with
+its own cache buffers (see layout.py and cache.py for why).
 """
 
 from __future__ import annotations
@@ -77,12 +69,16 @@ class Attention(nn.Module):
     def __call__(self, x, layer, layer_cache, step: _Step):
         c = self.config
         b, t, _ = x.shape
-        dense = lambda feats, bias, name: nn.Dense(
-            feats, use_bias=bias, dtype=self.dtype, param_dtype=self.dtype, name=name
-        )
-        q = dense(c.num_heads * c.head_dim, c.qkv_bias, "q_proj")(x).reshape(b, t, c.num_heads, c.head_dim)
-        k = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "k_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
-        v = dense(c.num_kv_heads * c.head_dim, c.qkv_bias, "v_proj")(x).reshape(b, t, c.num_kv_heads, c.head_dim)
+        g = c.num_heads // c.num_kv_heads
+        qkv = nn.DenseGeneral(
+            (c.num_kv_heads, g + 2, c.head_dim),
+            use_bias=c.qkv_bias,
+            dtype=self.dtype,
+            param_dtype=self.dtype,
+            name="qkv_proj",
+        )(x)  # [B, T, K, G + 2, H]: per KV head its G query heads, its key, its value
+        q = qkv[:, :, :, :g].reshape(b, t, c.num_heads, c.head_dim)  # query head n uses KV head n // G
+        k, v = qkv[:, :, :, g], qkv[:, :, :, g + 1]  # [B, T, K, H]
         q = apply_rope(q, step.cos, step.sin)  # [B, T, N, H]
         k = apply_rope(k, step.cos, step.sin)  # [B, T, K, H]
 
@@ -106,7 +102,7 @@ class Attention(nn.Module):
             if step.score_rows is not None:
                 scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
-        out = dense(c.hidden_size, c.o_bias, "o_proj")(out)  # [B, T, D]
+        out = nn.Dense(c.hidden_size, use_bias=c.o_bias, dtype=self.dtype, param_dtype=self.dtype, name="o_proj")(out)
         return out, (ck, cv, cvalid), scores
 
 
@@ -116,10 +112,12 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        dense = lambda feats, name: nn.Dense(feats, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name=name)
-        f = self.config.intermediate_size
-        h = nn.silu(dense(f, "gate_proj")(x)) * dense(f, "up_proj")(x)  # [B, T, F]
-        return dense(self.config.hidden_size, "down_proj")(h)
+        c = self.config
+        gate_up = nn.DenseGeneral(
+            (2, c.intermediate_size), use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="gate_up_proj"
+        )(x)  # [B, T, 2, F]
+        h = nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :]  # [B, T, F]
+        return nn.Dense(c.hidden_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="down_proj")(h)
 
 
 class DecoderLayer(nn.Module):
@@ -127,8 +125,7 @@ class DecoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, layer_inputs, step: _Step):
-        layer, layer_cache = layer_inputs
+    def __call__(self, x, layer, layer_cache, step: _Step):
         eps = self.config.rms_norm_eps
         with jax.named_scope("attention"):
             h, layer_cache, scores = Attention(self.config, self.dtype, name="attn")(
@@ -137,7 +134,7 @@ class DecoderLayer(nn.Module):
         x = x + h
         with jax.named_scope("mlp"):
             x = x + MLP(self.config, self.dtype, name="mlp")(RMSNorm(eps, self.dtype, name="mlp_norm")(x))
-        return x, (layer_cache, scores)
+        return x, layer_cache, scores
 
 
 @struct.dataclass
@@ -159,17 +156,15 @@ class Llama(nn.Module):
         c = self.config
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.dtype, name="embed")
         x = embed(tokens)  # [B, T, D]
-        layers = nn.scan(
-            DecoderLayer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(0, nn.broadcast),  # (layer index, layer cache) scanned; the step broadcast
-            length=c.num_layers,
-        )(c, self.dtype, name="layers")
-        layer_ids = jnp.arange(c.num_layers)
-        x, ((k, v, valid), scores) = layers(x, (layer_ids, (cache.k, cache.v, cache.valid)), step)
+        ks, vs, valids, scores = [], [], [], []
+        for i in range(c.num_layers):  # each layer reads its own weight and cache buffers in place
+            x, (k, v, valid), s = DecoderLayer(c, self.dtype, name=f"layers_{i}")(
+                x, i, (cache.k[i], cache.v[i], cache.valid[i]), step
+            )
+            ks.append(k), vs.append(v), valids.append(valid), scores.append(s)
         x = RMSNorm(c.rms_norm_eps, self.dtype, name="final_norm")(x)
-        cache = cache.replace(k=k, v=v, valid=valid, end=cache.end + tokens.shape[1])
+        cache = cache.replace(k=tuple(ks), v=tuple(vs), valid=tuple(valids), end=cache.end + tokens.shape[1])
+        scores = None if scores[0] is None else jnp.stack(scores)  # [layers, B, N, S]
         logits = None
         if logits_at is not None:
             h = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)  # [B, P, D]: never [T, V] for long inputs

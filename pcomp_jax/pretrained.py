@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from pcomp_jax import text as user_text
@@ -14,6 +13,7 @@ from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.decoding import Sampling, generate_ids
 from pcomp_jax.errors import InputError
+from pcomp_jax.layout import to_runtime
 from pcomp_jax.model import Params
 
 
@@ -82,7 +82,6 @@ def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = 
         if name not in DTYPES:
             raise InputError(f"unsupported dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     config, _ = read_config(path)
-    params = load_params(path, config)
     cast = jnp.dtype(dtype) if dtype else None
-    params = jax.tree.map(lambda x: jnp.asarray(x, cast), params)
+    params = to_runtime(load_params(path, config), config, put=lambda x: jnp.asarray(x, cast))
     return Model(params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend)

@@ -77,13 +77,20 @@ def tiny_hf_model(
     return model.to(dtype).eval()
 
 
-def params_from_hf(model) -> dict:
-    """Our param tree from an in-memory HF model (float32 numpy), by the converter's name mapping."""
+def stored_params_from_hf(model) -> dict:
+    """Our stored param tree from an in-memory HF model (float32 numpy), by the converter's name mapping."""
     from pcomp_jax.convert.mapping import params_from_state_dict
 
     return params_from_state_dict(
         {k: v.detach().float().numpy() for k, v in model.state_dict().items()}, _our_config(model)
     )
+
+
+def params_from_hf(model) -> dict:
+    """The runtime param tree (what `forward` takes) of an in-memory HF model."""
+    from pcomp_jax.layout import to_runtime
+
+    return to_runtime(stored_params_from_hf(model), _our_config(model))
 
 
 def _our_config(model):

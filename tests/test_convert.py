@@ -22,6 +22,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from pcomp_jax.checkpoint import load_params, load_tokenizer, read_config
 from pcomp_jax.convert import ConversionError, convert
 from pcomp_jax.convert.hf_to_flax import PARTIAL, main
+from pcomp_jax.layout import to_runtime
 from pcomp_jax.model import forward
 
 TOL = 1e-4
@@ -37,7 +38,7 @@ def hf_logits(model, tokens=TOKENS) -> np.ndarray:
 def our_logits(ckpt, tokens=TOKENS) -> np.ndarray:
     config, _ = read_config(ckpt)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    out, _ = forward(load_params(ckpt), config, jnp.asarray(tokens), positions, logits_at=positions)
+    out, _ = forward(to_runtime(load_params(ckpt), config), config, jnp.asarray(tokens), positions, logits_at=positions)
     return np.asarray(out.logits)
 
 

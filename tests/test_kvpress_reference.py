@@ -44,7 +44,7 @@ def test_kept_tokens_equal_kvpress_snapkv(smollm2_checkpoint):
         eviction = TokenEviction(capacity=int(cap), window=WINDOW, **pooling)
         idx, _ = select_tokens(
             out.scores[:, 0],
-            cache.valid[:, 0],
+            cache.stacked()[2][:, 0],
             jnp.int32(context_len),
             bos_len=int(bos_len),
             context_slots=int(context_len),

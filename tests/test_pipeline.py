@@ -225,14 +225,13 @@ def test_second_prefill_equals_dense_union_reference(model):
         ids = p.chunk_ids(i)[: p.context_len(i)]
         _, cache = forward(model.params, model.config, jnp.asarray([ids]), jnp.arange(len(ids))[None])
         start = len(p.bos) if i > 0 else 0  # one BOS in the union
-        ks.append(cache.k[:, :, start:]), vs.append(cache.v[:, :, start:])
+        k, v, _ = cache.stacked()
+        ks.append(k[:, :, start:]), vs.append(v[:, :, start:])
     k, v = jnp.concatenate(ks, axis=2), jnp.concatenate(vs, axis=2)
     s, q = k.shape[2], len(p.suffix)
     n = config.sampling.max_new_tokens
     pad = [(0, 0), (0, 0), (0, q + n), (0, 0), (0, 0)]
-    union = KVCache(
-        k=jnp.pad(k, pad), v=jnp.pad(v, pad), valid=jnp.pad(jnp.ones(k.shape[:-1], bool), pad[:-1]), end=jnp.int32(s)
-    )
+    union = KVCache.from_stacked(jnp.pad(k, pad), jnp.pad(v, pad), jnp.pad(jnp.ones(k.shape[:-1], bool), pad[:-1]), s)
     start = max(p.context_len(i) for i in range(p.num_chunks))
     out, union = forward(
         model.params,
@@ -532,10 +531,11 @@ def test_pallas_backend_makes_the_same_choices(model, per_query_head):
         out, cache = forward(
             model.params, model.config, ids, jnp.arange(t)[None], score_rows=rows, attention_backend=backend
         )
+        k, v, valid = (x[:, 0] for x in cache.stacked())
         kept = evict_tokens(
-            jnp.arange(t, dtype=jnp.float32)[None, :, None, None] + 0 * cache.k[:, 0],  # slot ids as "keys"
-            cache.v[:, 0],
-            cache.valid[:, 0],
+            jnp.arange(t, dtype=jnp.float32)[None, :, None, None] + 0 * k,  # slot ids as "keys"
+            v,
+            valid,
             out.scores[:, 0],
             jnp.int32(t - len(p.suffix)),
             bos_len=len(p.bos),

@@ -16,7 +16,7 @@ import numpy as np
 
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.convert.errors import ConversionError
-from pcomp_jax.model import init_params
+from pcomp_jax.layout import stored_shapes
 
 Path_ = tuple[str, ...]  # a param's path in the tree, e.g. ("layers", "attn", "q_proj", "kernel")
 
@@ -67,10 +67,9 @@ def hf_target(name: str) -> Target | None:
 
 
 def expected_shapes(config: LlamaConfig) -> dict[Path_, tuple[int, ...]]:
-    """Shape of every param of `config`, from `init_params` traced abstractly (allocates nothing)."""
-    tree = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {tuple(k.key for k in keys): tuple(leaf.shape) for keys, leaf in flat}
+    """Shape of every param of `config` in the stored layout (layout.py)."""
+    flat = jax.tree_util.tree_flatten_with_path(stored_shapes(config), is_leaf=lambda x: isinstance(x, tuple))[0]
+    return {tuple(k.key for k in keys): tuple(leaf) for keys, leaf in flat}
 
 
 def _fmt(problems: list[str], limit: int = 20) -> str:

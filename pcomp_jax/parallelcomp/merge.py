@@ -26,8 +26,6 @@ def merged_cache(chunks: ChunkSet, *, bos_len: int) -> tuple[KVCache, jax.Array]
         not_first_bos = (jnp.arange(n)[:, None] > 0) & (jnp.arange(slots)[None, :] < bos_len)  # [n, S_c]
         keep = keep & ~not_first_bos[:, None, :, None]
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
-    cache = KVCache(
-        k=as_layers(chunks.k), v=as_layers(chunks.v), valid=as_layers(keep), end=jnp.asarray(n * slots, jnp.int32)
-    )
+    cache = KVCache.from_stacked(as_layers(chunks.k), as_layers(chunks.v), as_layers(keep), n * slots)
     first_position = jnp.max(jnp.where(real, chunks.context_len, 0))
     return cache, first_position

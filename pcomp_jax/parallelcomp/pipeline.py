@@ -110,7 +110,7 @@ def _group_step(
             attention_backend=plan.backend,
         )
         nll = question_nll(out.logits[0], targets, target_valid)
-        k, v, valid = cache.k[:, 0], cache.v[:, 0], cache.valid[:, 0]  # [L, T, K, H], [L, T, K]
+        k, v, valid = (x[:, 0] for x in cache.stacked())  # [L, T, K, H], [L, T, K]
         if plan.eviction is None:
             k, v, valid = keep_context(k, v, valid, ctx, context_slots=plan.context_slots)
         else:
@@ -296,7 +296,7 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
     )
     ids = np.asarray(out[0, : int(counts[0])]).tolist()
     decode_seconds = time.perf_counter() - start
-    valid = np.asarray(cache.valid[:, 0, : int(cache.end)])  # [L, slots, K] after the question
+    valid = np.stack([np.asarray(x[0, : int(cache.end)]) for x in cache.valid])  # [L, slots, K] after the question
     stats = {
         "num_chunks": prompt.num_chunks,
         "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
