@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--chunk-tokens", type=positive_int, help="context tokens per chunk (default 2048)")
     gen.add_argument("--keep-chunks", type=positive_int, help="chunks kept after eviction (default 3)")
-    gen.add_argument("--chunk-batch", type=positive_int, help="chunks prefilled together (default 4)")
+    gen.add_argument(
+        "--chunk-batch",
+        type=positive_int,
+        help="at most this many chunks prefilled together (default: chosen from the model and the device)",
+    )
     gen.add_argument(
         "--split",
         choices=["tokens", "chars"],
@@ -135,7 +139,7 @@ DOCUMENT_DEFAULTS = {
     "template": "qa",
     "chunk_tokens": 2048,
     "keep_chunks": 3,
-    "chunk_batch": 4,
+    "chunk_batch": None,
     "split": "tokens",
     "capacity": None,
     "calibrate": None,

@@ -16,7 +16,7 @@ from pcomp_jax import Model
 from pcomp_jax.cache import KVCache
 from pcomp_jax.decoding import Sampling, decode, generate_ids
 from pcomp_jax.model import forward
-from pcomp_jax.parallelcomp import pipeline
+from pcomp_jax.parallelcomp import pipeline, schedule
 from pcomp_jax.parallelcomp.chunking import InputError, chunk_prompt, split_chars
 from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, PipelineConfigError, TokenEviction
 from pcomp_jax.parallelcomp.pipeline import generate
@@ -156,27 +156,82 @@ def test_bounded_memory_with_many_chunks(model):
     assert stats["peak_chunk_caches"] <= 2 + 3
 
 
-def test_same_bucket_does_not_recompile(model):
-    """Static shapes: contexts of different lengths (and chunk counts) with the same group size reuse the compiled
-    stages; across all lengths there are at most chunk_batch group shapes."""
+def test_same_shapes_do_not_recompile(model):
+    """Static shapes: contexts of different lengths (and chunk counts) whose groups have the same shapes reuse the
+    compiled stages."""
     config = cfg(chunk_tokens=16, chunk_batch=2)
-    counts = [prompt_of(model, text(n, seed=n), config).num_chunks for n in (20, 40, 60, 80)]
-    assert {pipeline.group_size(c, 2) for c in counts} == {2} and len(set(counts)) > 1
-    run(model, text(20, seed=20), config)
+    contexts = [text(n, seed=n) for n in (80, 20, 40, 60)]  # the first has several groups: a fresh buffer and not
+    shapes = []
+    for context in contexts:
+        p = prompt_of(model, context, config)
+        full = schedule.round_up(p.context_slots + len(p.suffix), schedule.CHUNK_BUCKET)
+        groups = schedule.plan_groups([len(p.chunk_ids(i)) for i in range(p.num_chunks)], full, 2)
+        shapes.append({(g.length, len(g.members)) for g in groups})
+    assert len({prompt_of(model, c, config).num_chunks for c in contexts}) > 1
+    run(model, contexts[0], config)
     sizes = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
-    for n in (40, 60, 80):
-        run(model, text(n, seed=n), config)
-    assert (pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()) == sizes
+    for context, shape in zip(contexts[1:], shapes[1:], strict=True):
+        run(model, context, config)
+        if shape <= shapes[0]:  # nothing new to compile
+            got = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
+            assert got == sizes, (shape, shapes[0], got, sizes)
 
 
-def test_groups_are_balanced():
-    """The last group carries at most one chunk of padding per group, and never more groups than needed."""
-    for chunks in range(1, 60):
+def test_groups_have_no_empty_rows_and_short_chunks_run_short():
+    """Every chunk runs exactly once, groups never exceed chunk_batch and differ by at most one within a length,
+    and a chunk runs at the shortest ladder length that holds it."""
+    for chunks in range(1, 40):
         for batch in range(1, 9):
-            size = pipeline.group_size(chunks, batch)
-            groups = -(-chunks // size)
-            assert size <= batch and groups == -(-chunks // batch) and groups * size - chunks < groups
-    assert pipeline.group_size(5, 4) == 3 and pipeline.group_size(2, 4) == 2 and pipeline.group_size(18, 4) == 4
+            for tail in (1, 100, 500, 7000, 7700):
+                lengths = [7701] * (chunks - 1) + [tail]
+                groups = schedule.plan_groups(lengths, 7808, batch)
+                members = sorted(i for g in groups for i in g.members)
+                assert members == list(range(chunks))
+                for length in {g.length for g in groups}:
+                    sizes = [len(g.members) for g in groups if g.length == length]
+                    assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1
+                    assert len(sizes) == -(-sum(sizes) // batch)
+                for g in groups:
+                    ladder = schedule.length_ladder(7808)
+                    for i in g.members:
+                        assert g.length == min(t for t in ladder if t >= lengths[i])
+    assert schedule.balanced_sizes(18, 4) == [4, 4, 4, 3, 3] and schedule.balanced_sizes(5, 4) == [3, 2]
+    assert schedule.length_ladder(7808) == [7808, 3968, 2048, 1024, 512, 256, 128]
+    groups = schedule.plan_groups([7701] * 17 + [553], 7808, 4)  # 128K tokens at 7680-token chunks
+    assert [(g.length, len(g.members)) for g in groups] == [(7808, 4)] * 2 + [(7808, 3)] * 3 + [(1024, 1)]
+
+
+def test_auto_chunk_batch():
+    assert schedule.auto_chunk_batch(7808, "cpu") == 4
+    assert schedule.auto_chunk_batch(7808, "gpu") == 4 and schedule.auto_chunk_batch(2176, "gpu") == 15
+    assert schedule.auto_chunk_batch(128, "gpu") == 16
+    assert schedule.auto_chunk_batch(2176, "gpu", per_chunk_bytes=10, free_bytes=35) == 3  # memory caps it
+    assert schedule.auto_chunk_batch(2176, "gpu", per_chunk_bytes=10, free_bytes=-5) == 1
+
+
+def test_short_last_chunk_runs_short_with_the_same_results(model):
+    """A short last chunk runs at a shorter padded length, with the same scores, kept chunks and answer as when the
+    ladder is cut to the full length alone (every chunk padded to it)."""
+    config = cfg(chunk_tokens=120, keep_chunks=2, chunk_batch=2)
+
+    def short_tail(n):
+        p = prompt_of(model, text(n, seed=3), config)
+        full = schedule.round_up(p.context_slots + len(p.suffix), schedule.CHUNK_BUCKET)
+        return p.num_chunks >= 3 and len(p.chunk_ids(p.num_chunks - 1)) <= schedule.length_ladder(full)[1]
+
+    context = text(next(n for n in range(60, 400) if short_tail(n)), seed=3)
+    short_result = run(model, context, config)
+    original = schedule.length_ladder
+    try:
+        schedule.length_ladder = lambda full: [full]
+        padded_result = run(model, context, config)
+    finally:
+        schedule.length_ladder = original
+    assert short_result.tokens == padded_result.tokens
+    short, padded = short_result.stats, padded_result.stats
+    assert short["prefill_rows"] < padded["prefill_rows"]
+    assert short["kept_chunks"] == padded["kept_chunks"]
+    np.testing.assert_allclose(short["chunk_scores"], padded["chunk_scores"], atol=1e-4)
 
 
 # --- merge, positions and equivalences (L.11-L.14) ---------------------------------------------------------------

@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--chunk-tokens", type=positive_int, default=None, help="ParallelComp chunk budget (default 7680)")
     p.add_argument("--keep-chunks", type=positive_int, default=None, help="chunks kept (default 3)")
-    p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
+    p.add_argument(
+        "--chunk-batch",
+        type=positive_int,
+        default=None,
+        help="at most this many chunks prefilled together (default: the library's choice for the model and device)",
+    )
     p.add_argument("--question-tokens", type=positive_int, default=None, help="question length (default 20)")
     p.add_argument("--new-tokens", type=positive_int, default=None, help="greedy tokens decoded (default 16)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="weights (default bfloat16)")
@@ -157,11 +162,19 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def _chunk_batch(rows: list[dict], s: dict) -> str:
+    """The chunk_batch asked for, or the one the library chose (per length when it varied)."""
+    if s["chunk_batch"] is not None:
+        return str(s["chunk_batch"])
+    used = sorted({r["chunk_batch_used"] for r in rows if r.get("chunk_batch_used")})
+    return f"auto ({', '.join(map(str, used))})" if used else "auto"
+
+
 def table(rows: list[dict], s: dict, meta: dict) -> str:
     canonical = all(s[k] == v for k, v in CANONICAL.items())
     head = (
         f"{s['model']} ({s['dtype']}), chunk_tokens {s['chunk_tokens']}, keep_chunks {s['keep_chunks']}, "
-        f"chunk_batch {s['chunk_batch']}, {s['question_tokens']}-token question, {s['new_tokens']} greedy new "
+        f"chunk_batch {_chunk_batch(rows, s)}, {s['question_tokens']}-token question, {s['new_tokens']} greedy new "
         f"tokens, no chat template{' (the canonical configuration)' if canonical else ''}\n"
         f"{meta['device']}, jax {meta['jax']}, torch {meta.get('torch') or '-'}, {meta['date']}; matmul peak "
         f"{meta['matmul_tflops']:.3g} TFLOP/s, copy bandwidth {meta['copy_tb_s']:.3g} TB/s (measured in this run)\n"

@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--longbench-config", default=None, help="LongBench's config/ directory (prompts, max lengths)")
     p.add_argument("--chunk-tokens", type=positive_int, default=2048, help="ParallelComp chunk budget (default 2048)")
     p.add_argument("--keep-chunks", type=positive_int, default=1, help="ParallelComp chunks kept (default 1)")
-    p.add_argument("--chunk-batch", type=positive_int, default=4, help="chunks prefilled together (default 4)")
+    p.add_argument(
+        "--chunk-batch",
+        type=positive_int,
+        default=None,
+        help="at most this many chunks prefilled together (default: chosen from the model and the device)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks (default 0)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="cast params to this dtype (default: as saved)")
     add_attention_backend(p)

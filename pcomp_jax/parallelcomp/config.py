@@ -116,8 +116,10 @@ class ParallelCompConfig:
 
     chunk_tokens: context tokens per chunk (the prompt prefix and question come on top of these).
     keep_chunks: chunks kept after chunk eviction (the lowest question NLL wins).
-    chunk_batch: chunks prefilled together in one vmapped call; peak memory holds keep_chunks + chunk_batch chunk
-      caches, whatever the context length.
+    chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
+      chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
+      and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
+      4 on a CPU); the choice is in `Result.stats["chunk_batch"]`.
     split: "tokens" (exact token budget, default) or "chars" (the official character split, for parity checks).
     eviction: optional token eviction inside chunks; calibration: optional attention calibration.
     chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
@@ -126,7 +128,7 @@ class ParallelCompConfig:
 
     chunk_tokens: int = 2048
     keep_chunks: int = 3
-    chunk_batch: int = 4
+    chunk_batch: int | None = None
     split: str = "tokens"
     eviction: TokenEviction | None = None
     calibration: Calibration | None = None
@@ -136,7 +138,8 @@ class ParallelCompConfig:
     def __post_init__(self):
         _int("chunk_tokens", self.chunk_tokens)
         _int("keep_chunks", self.keep_chunks)
-        _int("chunk_batch", self.chunk_batch)
+        if self.chunk_batch is not None:
+            _int("chunk_batch", self.chunk_batch)
         _check(self.split in ("tokens", "chars"), f"split must be 'tokens' or 'chars', got {self.split!r}")
         _optional("eviction", self.eviction, TokenEviction)
         _optional("calibration", self.calibration, Calibration)

@@ -64,7 +64,7 @@ def continuation_nll(
         )
         if config.chunk_tokens + len(continuation_ids) > window:
             raise InputError("chunk + continuation exceed the training window; lower chunk_tokens")
-        buffer, plan, _, _, q = _select_chunks(model, prompt, config, backend, progress=False)
+        buffer, plan, _, _, q, _ = _select_chunks(model, prompt, config, backend, progress=False)
         q_len, qp = len(continuation_ids), len(q)
         logits, _, _, kept = _second_prefill(
             model.params,

@@ -35,13 +35,13 @@ from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, Token
 from pcomp_jax.parallelcomp.eviction import evict_tokens, keep_context
 from pcomp_jax.parallelcomp.merge import merged_cache
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
+from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
 
 METHODS = ("parallelcomp", "full", "truncate", "streaming")
 STREAMING_SINKS = 4
 QUESTION_BUCKET = 32
-CHUNK_BUCKET = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +111,12 @@ def _group_step(
         )
         nll = question_nll(out.logits[0], targets, target_valid)
         k, v, valid = (x[:, 0] for x in cache.stacked())  # [L, T, K, H], [L, T, K]
+        scores = None if out.scores is None else out.scores[:, 0]  # [L, N, T]
+        if t < plan.context_slots:  # a short chunk run at a shorter padded length: room for the buffer's slots
+            room = plan.context_slots - t
+            k, v = (jnp.pad(x, [(0, 0), (0, room), (0, 0), (0, 0)]) for x in (k, v))
+            valid = jnp.pad(valid, [(0, 0), (0, room), (0, 0)])
+            scores = None if scores is None else jnp.pad(scores, [(0, 0), (0, 0), (0, room)])
         if plan.eviction is None:
             k, v, valid = keep_context(k, v, valid, ctx, context_slots=plan.context_slots)
         else:
@@ -118,7 +124,7 @@ def _group_step(
                 k,
                 v,
                 valid,
-                out.scores[:, 0],
+                scores,
                 ctx,
                 bos_len=plan.bos_len,
                 context_slots=plan.context_slots,
@@ -224,22 +230,21 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
     targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
-    t = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
-    batch = group_size(prompt.num_chunks, config.chunk_batch)
+    full = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
+    chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
+    groups = plan_groups([len(prompt.chunk_ids(i)) for i in range(prompt.num_chunks)], full, chunk_batch)
     buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
     group_nlls = []  # device arrays, read once at the end: no host synchronisation between groups
     peak = 0
-    groups = range(0, prompt.num_chunks, batch)
-    for g in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
-        members = range(g, min(g + batch, prompt.num_chunks))
-        tokens = np.zeros((batch, t), np.int32)
-        total, ctx, index = (np.zeros((batch,), np.int32) for _ in range(3))
-        index[:] = -1
-        for row, i in enumerate(members):
+    for group in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
+        size = len(group.members)
+        tokens = np.zeros((size, group.length), np.int32)
+        total, ctx, index = (np.zeros((size,), np.int32) for _ in range(3))
+        for row, i in enumerate(group.members):
             ids = prompt.chunk_ids(i)
             tokens[row, : len(ids)] = ids
             total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
-        peak = max(peak, buffer.count + batch)  # the buffer and this group are all the chunk caches alive
+        peak = max(peak, buffer.count + size)  # the buffer and this group are all the chunk caches alive
         buffer, nll = _group_step(
             model.params,
             buffer,
@@ -253,23 +258,39 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
             config=mc,
             plan=plan,
         )
-        group_nlls.append(nll)
-    scores = np.concatenate([np.asarray(x) for x in group_nlls])[: prompt.num_chunks]
-    return buffer, plan, scores, peak, targets
+        group_nlls.append((group.members, nll))
+    scores = np.zeros((prompt.num_chunks,), np.float32)
+    for members, nll in group_nlls:
+        scores[list(members)] = np.asarray(nll)
+    schedule = {
+        "chunk_batch": chunk_batch,
+        "prefill_groups": len(groups),
+        "prefill_rows": sum(g.length * len(g.members) for g in groups),  # rows computed, padding included
+    }
+    return buffer, plan, scores, peak, targets, schedule
 
 
-def group_size(num_chunks: int, chunk_batch: int) -> int:
-    """Chunks per prefill group: as few groups as `chunk_batch` allows, with the chunks spread evenly over them, so
-    the last group carries as little padding as one group size allows (5 chunks at chunk_batch 4 run as 2 groups of
-    3, not 4 + 1 padded to 4). At most `chunk_batch` distinct sizes, so at most that many compilations."""
-    groups = -(-num_chunks // chunk_batch)
-    return -(-num_chunks // groups)
+def default_chunk_batch(model, plan: _Plan, full: int) -> int:
+    """`schedule.auto_chunk_batch` for this model on the default device. A chunk in flight holds its cache before
+    compression and its activations (at most about 4D + 3F float32 values a row), beside the weights and the kept
+    chunks' compressed caches."""
+    mc = model.config
+    itemsize = jnp.dtype(param_dtype(model.params)).itemsize
+    kv_row = 2 * mc.num_layers * mc.num_kv_heads * mc.head_dim * itemsize
+    per_chunk = full * (kv_row + 4 * (4 * mc.hidden_size + 3 * mc.intermediate_size))
+    device = jax.devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
+    free = None
+    if limit:
+        weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(model.params))
+        free = int(0.9 * limit) - weights - plan.keep * plan.chunk_slots * kv_row
+    return auto_chunk_batch(full, device.platform, per_chunk, free)
 
 
 def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
     mc = model.config
     start = time.perf_counter()
-    buffer, plan, scores, peak, question = _select_chunks(model, prompt, config, backend, progress)
+    buffer, plan, scores, peak, question, schedule = _select_chunks(model, prompt, config, backend, progress)
     q_len = len(prompt.suffix)
     logits, cache, position, kept = _second_prefill(
         model.params,
@@ -307,6 +328,7 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
         "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
         "question_position": int(position) - q_len,
         "peak_chunk_caches": peak,
+        **schedule,
         "prefill_seconds": round(prefill_seconds, 3),
         "decode_seconds": round(decode_seconds, 3),
     }
