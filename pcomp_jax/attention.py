@@ -125,6 +125,34 @@ def reference_attention(
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)  # [B, T, N, H]
 
 
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_slot: jax.Array, key_valid: jax.Array) -> jax.Array:
+    """Attention of one new token per row over a cache, reading the cache once in its stored layout.
+
+    q [B, 1, N, H]; k/v [B, S, K, H]; q_slot scalar (the token's slot); key_valid [B, S, K] -> [B, 1, N, H].
+    A decode step is bound by reading the cache. Contracting a [B, S, K, H] cache per KV head makes XLA transpose it
+    to [B, K, S, H] first (a copy of the cache per layer and step), so instead every KV head's keys meet every
+    query head as one [S, K*H] x [K*H, N] matmul against a block-diagonal query (head n's H values in rows of its
+    KV head n // G, zeros elsewhere): the keys are read in place, and the K-fold arithmetic is free in a step that
+    waits for memory. The values likewise: [N, S] x [S, K*H], keeping each query head's own KV head block.
+    """
+    b, _, n, h = q.shape
+    s, kh = k.shape[1], k.shape[2]
+    g = n // kh
+    own = jnp.arange(n)[:, None] // g == jnp.arange(kh)[None, :]  # [N, K]: query head n reads KV head n // G
+    q_block = jnp.where(own[None, :, :, None], q[:, 0, :, None, :], 0).astype(q.dtype)  # [B, N, K, H]
+    q_block = q_block.reshape(b, n, kh * h)
+    logits = jnp.einsum("bsc,bnc->bsn", k.reshape(b, s, kh * h), q_block, preferred_element_type=jnp.float32)
+    logits = logits * h**-0.5  # [B, S, N]
+    visible = (jnp.arange(s) <= q_slot)[None, :, None] & jnp.repeat(key_valid, g, axis=2)  # [B, S, N]
+    logits = jnp.where(visible, logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=1)
+    probs = jnp.where(visible, probs, 0.0).astype(v.dtype)  # a row with no visible key stays all-zero
+    out = jnp.einsum("bsn,bsc->bnc", probs, v.reshape(b, s, kh * h), preferred_element_type=jnp.float32)
+    out = out.reshape(b, n, kh, h)
+    out = jnp.sum(jnp.where(own[None, :, :, None], out, 0), axis=2)  # [B, N, H]: each head's own KV head block
+    return out[:, None].astype(q.dtype)
+
+
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array, block: int = QUERY_BLOCK):
     """Causal attention over fresh tokens (query t at slot t), skipping the blocks above the diagonal.
 

@@ -18,7 +18,13 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from pcomp_jax.attention import fresh_attention, reference_attention, resolve_backend, scores_of_rows
+from pcomp_jax.attention import (
+    decode_attention,
+    fresh_attention,
+    reference_attention,
+    resolve_backend,
+    scores_of_rows,
+)
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.rope import apply_rope, rope_tables
@@ -97,7 +103,10 @@ class Attention(nn.Module):
             out, scores = fresh_attention(q, k, v, step.token_valid, step.backend, step.score_rows)
         else:
             q_slots = step.end + jnp.arange(t)
-            out = reference_attention(q, ck, cv, q_slots, cvalid)
+            if t == 1:  # a decode step: read the cache once, in place
+                out = decode_attention(q, ck, cv, step.end, cvalid)
+            else:
+                out = reference_attention(q, ck, cv, q_slots, cvalid)
             scores = None
             if step.score_rows is not None:
                 scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
