@@ -28,6 +28,7 @@ from jax import lax
 from pcomp_jax.bench.shapes import SHAPES, kv_bytes_per_token, weight_bytes
 from pcomp_jax.cache import KVCache
 from pcomp_jax.decoding import Sampling, decode
+from pcomp_jax.layout import to_stored
 from pcomp_jax.model import init_params
 from pcomp_jax.rope import apply_rope, rope_tables
 
@@ -165,16 +166,18 @@ def main():
     HLO_DIR = args.hlo_dir
     c = SHAPES[args.model]
     dtype = jnp.bfloat16
-    params = jax.block_until_ready(jax.jit(lambda k: init_params(c, k, dtype))(jax.random.key(0)))
+    runtime = jax.block_until_ready(jax.jit(lambda k: init_params(c, k, dtype))(jax.random.key(0)))
+    wanted = None if args.variants == "all" else set(args.variants.split(","))
+    # the plain-jnp variants index the stored layout (stacked layers), as the library did before
+    params = runtime if wanted == {"library"} else jax.device_put(to_stored(runtime, c))
     b, s = 1, args.cache
-    x0 = params["embed"]["embedding"][:b] * 1.0
+    x0 = runtime["embed"]["embedding"][:b] * 1.0
     shape = (c.num_layers, b, s, c.num_kv_heads, c.head_dim)
     keys = jax.random.split(jax.random.key(1), 2)
     k_all = jax.random.normal(keys[0], shape, dtype)
     v_all = jax.random.normal(keys[1], shape, dtype)
     valid_all = jnp.ones(shape[:-1], bool).at[:, :, s - args.steps - 1 :].set(False)
     end0 = s - args.steps - 1
-    wanted = None if args.variants == "all" else set(args.variants.split(","))
     rows = []
 
     def record(name, seconds, bytes_read):
@@ -224,11 +227,17 @@ def main():
             record(name, time_loop(fn, p_in, state, args.steps, name=name), w_bytes + kv)
             del p_in
     if wanted is None or "library" in wanted:
-        cache = KVCache(k=k_all, v=v_all, valid=valid_all, end=jnp.int32(end0))
+        cache = KVCache.from_stacked(k_all, v_all, valid_all, end0)
         sampling = Sampling(max_new_tokens=args.steps, min_new_tokens=args.steps)
         logits = jnp.zeros((b, c.vocab_size), jnp.float32)
         run = lambda: decode(
-            params, c, cache, logits, jnp.full((b,), end0, jnp.int32), sampling=sampling, eos_ids=tuple(c.eos_token_ids)
+            runtime,
+            c,
+            cache,
+            logits,
+            jnp.full((b,), end0, jnp.int32),
+            sampling=sampling,
+            eos_ids=tuple(c.eos_token_ids),
         )
         jax.block_until_ready(run())
         times = []
