@@ -23,6 +23,26 @@ def test_llama3_8b_shape_arithmetic():
     assert 14.9e9 < weight_bytes(c) < 15.1e9  # a decode step reads the layers and LM head, one embedding row
 
 
+def test_random_params_have_the_model_layout():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from pcomp_jax.bench.shapes import random_params
+    from pcomp_jax.model import init_params
+
+    c = SHAPES["tiny"]
+    params = random_params(c, 0, "bfloat16")
+    want = jax.eval_shape(lambda: init_params(c, jax.random.key(0), jnp.bfloat16))
+    assert jax.tree.structure(params) == jax.tree.structure(want)
+    assert all(
+        a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want))
+    )
+    assert bool(jnp.all(params["layers_0"]["attn_norm"]["scale"] == 1))
+    kernel = np.asarray(params["layers_1"]["mlp"]["down_proj"]["kernel"], np.float32)
+    assert abs(kernel.std() * c.intermediate_size**0.5 - 1) < 0.1  # variance 1 / fan-in
+
+
 def test_derived_columns():
     c = SHAPES["tiny"]
     row = {"status": "ok", "method": "hf", "length": 1000, "prefill_s": 0.5, "decode_s": 0.3, "new_tokens": 4}

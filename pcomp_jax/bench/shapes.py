@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from pcomp_jax.config import LlamaConfig
 
@@ -76,3 +77,35 @@ def prefill_flops(c: LlamaConfig, sequences: list[int], logits: int) -> float:
     linear = 2.0 * layer_params(c) * sum(sequences)
     attention = 2.0 * 2 * c.num_layers * c.num_heads * c.head_dim * sum(n * n / 2 for n in sequences)
     return linear + attention + 2.0 * c.vocab_size * c.hidden_size * logits
+
+
+def random_params(config: LlamaConfig, seed: int = 0, dtype: str = "bfloat16") -> dict:
+    """Random runtime params of `config` made on the default device one array at a time, so that making them needs
+    no more memory than the params and one float32 array (tracing `init_params` whole would hold every layer's
+    float32 draws at once: 56 GiB of temporaries for the Llama-3-8B shape by XLA's memory analysis on the CPU, which
+    the benchmark's process-wide peak would then report). Kernels and embeddings are normal with variance 1/fan-in,
+    norms one, biases zero."""
+    import jax
+    import jax.numpy as jnp
+
+    from pcomp_jax.model import init_params
+
+    shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0), jnp.dtype(dtype)))
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+
+    @functools.partial(jax.jit, static_argnums=(1, 2, 3))
+    def normal(key, shape, dtype, fan_in):
+        return (jax.random.normal(key, shape, jnp.float32) * fan_in**-0.5).astype(dtype)
+
+    out = []
+    for (path, leaf), key in zip(leaves, keys, strict=True):
+        name = path[-1].key
+        if name == "scale":
+            out.append(jnp.ones(leaf.shape, leaf.dtype))
+        elif name == "bias":
+            out.append(jnp.zeros(leaf.shape, leaf.dtype))
+        else:  # kernels [D_in, ...]; the embedding [V, D] has fan-in D
+            fan_in = leaf.shape[1] if name == "embedding" else leaf.shape[0]
+            out.append(normal(key, leaf.shape, leaf.dtype, fan_in))
+    return jax.tree_util.tree_unflatten(treedef, out)

@@ -83,17 +83,14 @@ def _inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
 def _model(spec: dict):
     """(Model, LlamaConfig): a converted checkpoint, or random bf16 weights of a named shape made on the device."""
     import jax
-    import jax.numpy as jnp
 
-    from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.model import init_params
+    from pcomp_jax.bench.shapes import SHAPES, random_params
     from pcomp_jax.pretrained import Model, load
 
     dtype = spec["dtype"]
     if spec["model"] in SHAPES:
         config = SHAPES[spec["model"]]
-        init = jax.jit(lambda key: init_params(config, key, jnp.dtype(dtype)))
-        params = jax.block_until_ready(init(jax.random.key(0)))
+        params = jax.block_until_ready(random_params(config, 0, dtype))
         return Model(params=params, config=config, tokenizer=None), config
     model = load(spec["model"], dtype=dtype)
     return model, model.config
