@@ -36,7 +36,8 @@ def test_random_params_have_the_model_layout():
     want = jax.eval_shape(lambda: init_params(c, jax.random.key(0), jnp.bfloat16))
     assert jax.tree.structure(params) == jax.tree.structure(want)
     assert all(
-        a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want))
+        a.shape == b.shape and a.dtype == b.dtype
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=True)
     )
     assert bool(jnp.all(params["layers_0"]["attn_norm"]["scale"] == 1))
     kernel = np.asarray(params["layers_1"]["mlp"]["down_proj"]["kernel"], np.float32)
