@@ -5,6 +5,7 @@ from pcomp_jax.checkpoint import CheckpointError, save_checkpoint
 from pcomp_jax.config import ConfigError, LlamaConfig, RopeScaling, from_hf_config
 from pcomp_jax.decoding import Sampling, decode, generate_ids
 from pcomp_jax.errors import InputError
+from pcomp_jax.layout import to_runtime, to_stored
 from pcomp_jax.model import Output, forward, init_params
 from pcomp_jax.parallelcomp.config import (
     Calibration,
@@ -46,4 +47,6 @@ __all__ = [
     "init_params",
     "load",
     "save_checkpoint",
+    "to_runtime",
+    "to_stored",
 ]

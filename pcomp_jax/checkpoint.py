@@ -52,8 +52,14 @@ def _save_numpy_without_copy():
 
 
 def save_checkpoint(path: str | Path, params: dict, config: LlamaConfig, tokenizer: Any) -> Path:
-    """Write params (numpy or jax arrays), config and tokenizer into a new directory `path`."""
+    """Write params (numpy or jax arrays, in the stored or the runtime layout: layout.py), config and tokenizer into a
+    new directory `path`; the checkpoint holds the stored layout."""
     import orbax.checkpoint as ocp
+
+    from pcomp_jax.layout import to_stored
+
+    if "layers_0" in params:  # the runtime layout, e.g. `Model.params`
+        params = to_stored(params, config)
 
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)

@@ -188,7 +188,7 @@ class Llama(nn.Module):
 
 
 def init_params(config: LlamaConfig, key: jax.Array, dtype=jnp.float32) -> Params:
-    """Random params (Flax default initialisers) with the layout above, for tests and shape checks."""
+    """Random params (Flax default initialisers) in the runtime layout (layout.py), for tests and shape checks."""
     tokens = jnp.zeros((1, 1), jnp.int32)
     cache = KVCache.empty(config, 1, 1, dtype)
     step = _make_step(config, jnp.zeros((1, 1), jnp.int32), None, cache, "reference", fresh=True)
