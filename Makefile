@@ -25,7 +25,7 @@ demo: $(SMOLLM2)/config.json
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile  # two workers, one file each: the suite is compile-bound on 2 cores
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
