@@ -47,6 +47,10 @@ class ChunkedPrompt:
     def context_len(self, i: int) -> int:
         return self.head_len + len(self.pieces[i])
 
+    def chunk_len(self, i: int) -> int:
+        """len(chunk_ids(i)), without building the list."""
+        return self.head_len + len(self.pieces[i]) + len(self.suffix)
+
     def chunk_ids(self, i: int) -> list[int]:
         return [*self.bos, *self.prefix, *self.pieces[i], *self.suffix]
 

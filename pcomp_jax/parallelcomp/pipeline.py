@@ -232,7 +232,7 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
     full = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
-    groups = plan_groups([len(prompt.chunk_ids(i)) for i in range(prompt.num_chunks)], full, chunk_batch)
+    groups = plan_groups([prompt.chunk_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
     buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
     group_nlls = []  # device arrays, read once at the end: no host synchronisation between groups
     peak = 0

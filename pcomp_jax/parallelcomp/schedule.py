@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pcomp_jax.parallelcomp.chunking import round_up
+
 CHUNK_BUCKET = 128  # padded chunk lengths are multiples of this
 GROUP_TOKENS = 32768  # the automatic chunk_batch fills a group with about this many rows
 
@@ -26,10 +28,6 @@ class Group:
 
     length: int
     members: tuple[int, ...]
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def length_ladder(full: int) -> list[int]:
