@@ -72,7 +72,7 @@ class Attention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, layer, layer_cache, step: _Step):
+    def __call__(self, x, layer, layer_cache, step: _Step, rows=None):
         c = self.config
         b, t, _ = x.shape
         g = c.num_heads // c.num_kv_heads
@@ -111,6 +111,8 @@ class Attention(nn.Module):
             if step.score_rows is not None:
                 scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
+        if rows is not None:  # only these rows go on (see DecoderLayer)
+            out = _take_rows(out, rows)
         out = nn.Dense(c.hidden_size, use_bias=c.o_bias, dtype=self.dtype, param_dtype=self.dtype, name="o_proj")(out)
         return out, (ck, cv, cvalid), scores
 
@@ -129,17 +131,28 @@ class MLP(nn.Module):
         return nn.Dense(c.hidden_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="down_proj")(h)
 
 
+def _take_rows(x, rows):
+    """x [B, T, ...] at rows [B, P] -> [B, P, ...]."""
+    return jnp.take_along_axis(x, rows.reshape(rows.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
 class DecoderLayer(nn.Module):
+    """One block. With `rows` [B, P], its keys and values (the cache) cover every token, but only those rows leave
+    the block: the output projection and the MLP run on P rows instead of T (the last layer of a prefill that only
+    needs logits at a few positions; for a chunk scored by its question that is ~1/num_layers of the linear work)."""
+
     config: LlamaConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, layer, layer_cache, step: _Step):
+    def __call__(self, x, layer, layer_cache, step: _Step, rows=None):
         eps = self.config.rms_norm_eps
         with jax.named_scope("attention"):
             h, layer_cache, scores = Attention(self.config, self.dtype, name="attn")(
-                RMSNorm(eps, self.dtype, name="attn_norm")(x), layer, layer_cache, step
+                RMSNorm(eps, self.dtype, name="attn_norm")(x), layer, layer_cache, step, rows
             )
+        if rows is not None:
+            x = _take_rows(x, rows)
         x = x + h
         with jax.named_scope("mlp"):
             x = x + MLP(self.config, self.dtype, name="mlp")(RMSNorm(eps, self.dtype, name="mlp_norm")(x))
@@ -148,7 +161,8 @@ class DecoderLayer(nn.Module):
 
 @struct.dataclass
 class Output:
-    """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden [B, T, D];
+    """logits [B, P, V] float32 at the requested positions (None if none were requested); hidden: the final-norm
+    hidden states, [B, T, D], or [B, P, D] at those positions when logits were requested (see DecoderLayer);
     scores [layers, B, N, S] float32 observation scores of the `score_rows` (None if not requested)."""
 
     logits: jax.Array | None
@@ -166,9 +180,10 @@ class Llama(nn.Module):
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.dtype, name="embed")
         x = embed(tokens)  # [B, T, D]
         ks, vs, valids, scores = [], [], [], []
+        last = c.num_layers - 1
         for i in range(c.num_layers):  # each layer reads its own weight and cache buffers in place
             x, (k, v, valid), s = DecoderLayer(c, self.dtype, name=f"layers_{i}")(
-                x, i, (cache.k[i], cache.v[i], cache.valid[i]), step
+                x, i, (cache.k[i], cache.v[i], cache.valid[i]), step, logits_at if i == last else None
             )
             ks.append(k), vs.append(v), valids.append(valid), scores.append(s)
         x = RMSNorm(c.rms_norm_eps, self.dtype, name="final_norm")(x)
@@ -176,7 +191,7 @@ class Llama(nn.Module):
         scores = None if scores[0] is None else jnp.stack(scores)  # [layers, B, N, S]
         logits = None
         if logits_at is not None:
-            h = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)  # [B, P, D]: never [T, V] for long inputs
+            h = x  # [B, P, D], already at logits_at: never [T, V] for long inputs
             if c.tie_word_embeddings:
                 logits = embed.attend(h)
             else:

@@ -241,3 +241,22 @@ def test_bfloat16_is_as_accurate_as_hf_bfloat16(variant):
     assert cache.k[0].dtype == jnp.bfloat16
     rel = lambda x: float(np.linalg.norm(np.asarray(x) - ref) / np.linalg.norm(ref))
     assert rel(out.logits) <= 1.5 * rel(hf16) + 1e-3, (rel(out.logits), rel(hf16))
+
+
+def test_logits_at_a_few_rows_equal_those_rows_of_every_row():
+    """With logits at P of T rows the last layer's output projection and MLP run on P rows only: the logits equal
+    those rows of an every-row pass, in any order and with repeats, and the cache is the same."""
+    model = tiny_hf_model(heads=4, kv_heads=2, bias=True, layers=3)
+    config, params = _our_config(model), params_from_hf(model)
+    tokens = jnp.asarray(_tokens(t=24, batch=2))
+    pos = jnp.tile(jnp.arange(24), (2, 1))
+    every, cache_every = forward(params, config, tokens, pos, logits_at=pos)
+    rows = jnp.asarray([[23, 5, 5, 0], [1, 2, 22, 23]])
+    few, cache_few = forward(params, config, tokens, pos, logits_at=rows)
+    assert few.logits.shape == (2, 4, config.vocab_size) and few.hidden.shape == (2, 4, config.hidden_size)
+    want = jnp.take_along_axis(every.logits, rows[:, :, None], axis=1)
+    assert max_diff(few.logits, want) <= 1e-6
+    for a, b in zip(cache_few.stacked(), cache_every.stacked(), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    none, _ = forward(params, config, tokens, pos)
+    assert none.logits is None and none.hidden.shape == (2, 24, config.hidden_size)
