@@ -196,9 +196,12 @@ def test_groups_have_no_empty_rows_and_short_chunks_run_short():
                     for i in g.members:
                         assert g.length == min(t for t in ladder if t >= lengths[i])
     assert schedule.balanced_sizes(18, 4) == [4, 4, 4, 3, 3] and schedule.balanced_sizes(5, 4) == [3, 2]
-    assert schedule.length_ladder(7808) == [7808, 3968, 2048, 1024, 512, 256, 128]
+    assert schedule.length_ladder(7808) == [7808, 5888, 3968, 2944, 2048, 1536, 1024, 768, 512, 384, 256, 128]
+    for full in (128, 200, 2176, 7808, 131072):  # above a few buckets no chunk pads by more than half its length
+        ladder = schedule.length_ladder(full)
+        assert all(a <= 1.5 * b for a, b in zip(ladder, ladder[1:]) if b >= 4 * schedule.CHUNK_BUCKET)
     groups = schedule.plan_groups([7701] * 17 + [553], 7808, 4)  # 128K tokens at 7680-token chunks
-    assert [(g.length, len(g.members)) for g in groups] == [(7808, 4)] * 2 + [(7808, 3)] * 3 + [(1024, 1)]
+    assert [(g.length, len(g.members)) for g in groups] == [(7808, 4)] * 2 + [(7808, 3)] * 3 + [(768, 1)]
 
 
 def test_auto_chunk_batch():

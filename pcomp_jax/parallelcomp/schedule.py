@@ -3,9 +3,10 @@
 A vmapped prefill computes every row of its [C, T] input, padding included, so the schedule decides the work:
 - no empty rows: m chunks of one length run as ceil(m / chunk_batch) groups whose sizes differ by at most one
   (18 chunks at chunk_batch 4: 4, 4, 4, 3, 3), never padded up to chunk_batch with empty chunks;
-- no long padding for a short chunk: a chunk runs at the smallest of a few padded lengths that holds it (the full
-  length halved, rounded up to CHUNK_BUCKET, down to one bucket), so the token split's short last chunk (532 tokens
-  of a 128K document at 7680-token chunks) costs a 1024-row pass instead of a 7808-row one.
+- no long padding for a short chunk: a chunk runs at the smallest of a few padded lengths that holds it (two rungs
+  an octave below the full length, see `length_ladder`), so the token split's short last chunk costs a 768-row
+  pass for its 532 tokens of a 128K document at 7680-token chunks, and a 2944-row one for 2069 tokens at 32K, instead
+  of a 7808-row one.
 
 Chunk eviction keeps the lowest (score, later index) over all chunks, a total order, so the grouping and the order
 of groups change no result. Compiled shapes: per padded length at most two group sizes per document, and across
@@ -31,14 +32,15 @@ class Group:
 
 
 def length_ladder(full: int) -> list[int]:
-    """Padded lengths a chunk may run at, longest first: `full`, then halvings rounded up to CHUNK_BUCKET."""
-    ladder = [full]
-    while ladder[-1] > CHUNK_BUCKET:
-        nxt = round_up(ladder[-1] // 2, CHUNK_BUCKET)
-        if nxt >= ladder[-1]:
-            break
-        ladder.append(nxt)
-    return ladder
+    """Padded lengths a chunk may run at, longest first: `full`, then two rungs an octave (full * 3/4, full / 2,
+    full * 3/8, full / 4, ...), each rounded up to CHUNK_BUCKET, down to one bucket. A chunk pads by less than half
+    its length (one rung an octave pads up to double), at about two compiled lengths per halving."""
+    rungs = {full}
+    top = full
+    while top > CHUNK_BUCKET:
+        rungs.update((round_up(top * 3 // 4, CHUNK_BUCKET), round_up(top // 2, CHUNK_BUCKET)))
+        top //= 2
+    return sorted((t for t in rungs if t <= full), reverse=True)
 
 
 def balanced_sizes(count: int, chunk_batch: int) -> list[int]:
