@@ -128,3 +128,23 @@ def test_a_checkpoint_is_driven_with_its_tokenizer_on_real_text(tiny_checkpoint,
     rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["parallelcomp"]["status"] == rows["dense"]["status"] == "ok"
     assert rows["parallelcomp"]["host_s"] > 0 and rows["parallelcomp"]["chunks"] >= 2
+
+
+def test_a_named_shape_is_driven_with_a_tokenizer_on_both_sides(tiny_checkpoint, tmp_path):
+    """--tokenizer DIR: ours and the official schedule both tokenize the same essay text inside their timed call
+    (host seconds on both rows), over the same number of chunks."""
+    out = tmp_path / "bench.json"
+    cmd = ["--smoke", "--tokenizer", str(tiny_checkpoint[0]), "--baselines", "official", "--lengths", "600"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcomp_jax.bench", *cmd, "--chunk-tokens", "192", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["parallelcomp"]["status"] == rows["official"]["status"] == "ok"
+    assert rows["parallelcomp"]["host_s"] > 0 and rows["official"]["host_s"] > 0
+    assert rows["official"]["chunks"] == -(-600 // 192) and rows["parallelcomp"]["chunks"] >= 3
+    assert rows["official"]["wall_s"] >= rows["official"]["prefill_s"] + rows["official"]["host_s"]
+    assert main(["--tokenizer", str(tiny_checkpoint[0]), "--model", str(tiny_checkpoint[0])]) == 2

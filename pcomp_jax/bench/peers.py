@@ -160,33 +160,48 @@ def run(spec: dict) -> dict:
     import torch
 
     from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.bench.worker import _compile_seconds, _inputs
+    from pcomp_jax.bench.worker import _compile_seconds, _inputs, _text_of_length, _tokenizer
     from pcomp_jax.checkpoint import read_config
 
     c = SHAPES[spec["model"]] if spec["model"] in SHAPES else read_config(spec["model"])[0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[spec["dtype"]]
     model = hf_model(c, device, dtype)
-    context, question = _inputs(spec, c.vocab_size)
+    tokenizer = _tokenizer(spec)
+    if tokenizer is None:
+        context, question = _inputs(spec, c.vocab_size)
+        encode = lambda: (context, question)
+    else:  # the same text as ours, tokenized inside the timed call
+        text = _text_of_length(tokenizer, spec["length"])
+        encode = lambda: tuple(
+            tokenizer(t, add_special_tokens=False)["input_ids"] for t in (text, spec["question_text"])
+        )
+        context, question = encode()
     bos = [] if c.bos_token_id is None else [c.bos_token_id]
     new = spec["new_tokens"]
-    # PyTorch compiles nothing: a warm-up on a short input loads the kernels and handles (run twice: the first
-    # run's extra time is reported as one-time cost)
     w = spec["chunk_tokens"]
-    if spec["method"] == "hf":
-        ids = [*bos, *context, *question]
-        run = lambda n: dense_hf(model, [*bos, *context[:n], *question], new, device)
-        lengths = [len(ids)]
-    else:
+
+    def make(context, question):
+        """(run(n): the method over the first n context tokens, the lengths of its model inputs)."""
+        if spec["method"] == "hf":
+            run = lambda n: dense_hf(model, [*bos, *context[:n], *question], new, device)
+            return run, [len(bos) + len(context) + len(question)]
         chunks = [[*bos, *context[i : i + w], *question] for i in range(0, len(context), w)]
         run = lambda n: official_schedule(
             model, chunks[: -(-n // w)], len(question), spec["keep_chunks"], new, device, len(bos)
         )
-        lengths = [len(x) for x in chunks]
+        return run, [len(x) for x in chunks]
+
+    # PyTorch compiles nothing: a warm-up on a short input loads the kernels and handles (run twice: the first
+    # run's extra time is reported as one-time cost)
+    run, _ = make(context, question)
     compile_s = _compile_seconds(lambda: run(min(len(context), 2 * w)))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
+    context, question = encode()
+    host = time.perf_counter() - start
+    run, lengths = make(context, question)
     result = run(len(context))
     wall = time.perf_counter() - start
     if isinstance(result, tuple):
@@ -197,6 +212,7 @@ def run(spec: dict) -> dict:
         "decode_s": result["decode_s"],
         "new_tokens": len(result["tokens"]),
         "wall_s": wall,
+        "host_s": host if tokenizer is not None else None,
         "compile_s": compile_s,
         "chunks": len(lengths),
         "kept_chunks": result.get("kept_chunks"),

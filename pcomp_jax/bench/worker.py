@@ -81,7 +81,8 @@ def _inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
 
 
 def _model(spec: dict):
-    """(Model, LlamaConfig): a converted checkpoint, or random bf16 weights of a named shape made on the device."""
+    """(Model, LlamaConfig): a converted checkpoint, or random bf16 weights of a named shape made on the device (with
+    the tokenizer of spec["tokenizer"], if given)."""
     import jax
 
     from pcomp_jax.bench.shapes import SHAPES, random_params
@@ -91,7 +92,7 @@ def _model(spec: dict):
     if spec["model"] in SHAPES:
         config = SHAPES[spec["model"]]
         params = jax.block_until_ready(random_params(config, 0, dtype))
-        return Model(params=params, config=config, tokenizer=None), config
+        return Model(params=params, config=config, tokenizer=_tokenizer(spec)), config
     model = load(spec["model"], dtype=dtype)
     return model, model.config
 
@@ -148,6 +149,16 @@ def ours(spec: dict) -> dict:
         "cache_tokens": merged,
         "peak_bytes": _device_peak_bytes(),
     }
+
+
+def _tokenizer(spec: dict):
+    """The tokenizer that turns text into the model's input, or None when the input is random token ids."""
+    from pcomp_jax.bench.shapes import SHAPES
+    from pcomp_jax.checkpoint import load_tokenizer
+
+    if spec.get("tokenizer"):
+        return load_tokenizer(spec["tokenizer"])
+    return None if spec["model"] in SHAPES else load_tokenizer(spec["model"])
 
 
 def _text_of_length(tokenizer, tokens: int) -> str:
