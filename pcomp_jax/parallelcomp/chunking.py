@@ -123,28 +123,69 @@ def chunk_prompt(
 ) -> ChunkedPrompt:
     """Tokenize and split. An empty context gives one chunk with an empty piece (plain generation)."""
     check_question(template, question)
-    # the question is user text wherever it stands: it is tokenized as plain text (pcomp_jax/text.py)
-    (prefix, prefix_user), (suffix, suffix_user) = template.render_spans(question)
+    if "{question}" in template.prefix:  # the question stands before the context: tokenized with the prefix
+        head = _head(tokenizer, template, question, chat)
+    else:
+        head = _head(tokenizer, template, "", chat)
+    document = _document(tokenizer, context, head, chunk_tokens=chunk_tokens, split=split)
+    return with_question(document, tokenizer, question, template, chunk_tokens=chunk_tokens, chat=chat)
+
+
+def document_prompt(
+    tokenizer, context: str, template: PromptTemplate, *, chunk_tokens: int, split: str = "tokens", chat: bool = False
+) -> ChunkedPrompt:
+    """The question-free part of `chunk_prompt`: `[BOS] + prefix + piece` for every piece, with an empty suffix
+    (`with_question` adds one). Only for templates whose question stands after the context."""
+    if "{question}" in template.prefix:
+        raise InputError(
+            "this template puts the question before the document, so the document cannot be prefilled without it; "
+            "ask one question at a time"
+        )
+    head = _head(tokenizer, template, "", chat)
+    return _document(tokenizer, context, head, chunk_tokens=chunk_tokens, split=split)
+
+
+def with_question(
+    document: ChunkedPrompt, tokenizer, question: str, template: PromptTemplate, *, chunk_tokens: int, chat: bool = False
+) -> ChunkedPrompt:
+    """`document` (from `document_prompt`, same template, chunk_tokens and chat) with the question part of
+    `template` as every chunk's suffix."""
+    check_question(template, question)
+    _, (suffix, suffix_user) = template.render_spans(question)
     tail_len = 0
     if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise InputError("this tokenizer has no chat template; run without chat")
-        head, tail = chat_frame(tokenizer)
+        _, tail = chat_frame(tokenizer)
         tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
         joined = user_text.encode(tokenizer, suffix + tail, suffix_user)
         tail_len = len(tail_ids) if tail_ids and joined[-len(tail_ids) :] == tail_ids else 0
-        prefix, suffix = head + prefix, suffix + tail
-        prefix_user = [(a + len(head), b + len(head)) for a, b in prefix_user]
-    bos = (tokenizer.bos_token_id,) if _adds_bos(tokenizer) else ()
-    prefix_ids = user_text.encode(tokenizer, prefix, prefix_user)
-    if prefix_ids[:1] == [tokenizer.bos_token_id]:  # the chat template already starts with BOS (Llama 3)
-        bos, prefix_ids = (tokenizer.bos_token_id,), prefix_ids[1:]
+        suffix = suffix + tail
     suffix_ids = user_text.encode(tokenizer, suffix, suffix_user)
     if len(suffix_ids) > chunk_tokens:
         raise InputError(
             f"the question part of the prompt is {len(suffix_ids)} tokens, longer than the chunk budget "
             f"({chunk_tokens} tokens); shorten the question or raise chunk_tokens"
         )
+    return dataclasses.replace(document, suffix=tuple(suffix_ids), tail_len=tail_len)
+
+
+def _head(tokenizer, template: PromptTemplate, question: str, chat: bool) -> tuple[tuple[int, ...], list[int]]:
+    """(BOS, prefix ids) of every chunk."""
+    prefix, prefix_user = template.render_spans(question)[0]
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("this tokenizer has no chat template; run without chat")
+        head, _ = chat_frame(tokenizer)
+        prefix = head + prefix
+        prefix_user = [(a + len(head), b + len(head)) for a, b in prefix_user]
+    bos = (tokenizer.bos_token_id,) if _adds_bos(tokenizer) else ()
+    prefix_ids = user_text.encode(tokenizer, prefix, prefix_user)
+    if prefix_ids[:1] == [tokenizer.bos_token_id]:  # the chat template already starts with BOS (Llama 3)
+        bos, prefix_ids = (tokenizer.bos_token_id,), prefix_ids[1:]
+    return bos, prefix_ids
+
+
+def _document(tokenizer, context: str, head, *, chunk_tokens: int, split: str) -> ChunkedPrompt:
+    bos, prefix_ids = head
     if split == "tokens":
         ids = user_text.encode(tokenizer, context)
         pieces = [ids[i : i + chunk_tokens] for i in range(0, len(ids), chunk_tokens)] or [[]]
@@ -152,10 +193,5 @@ def chunk_prompt(
         pieces = _split_chars(tokenizer, context, chunk_tokens) if context else [[]]
     budget = round_up(max(1, max(len(p) for p in pieces)), BUDGET_ROUND)
     return ChunkedPrompt(
-        bos=bos,
-        prefix=tuple(prefix_ids),
-        pieces=tuple(tuple(p) for p in pieces),
-        suffix=tuple(suffix_ids),
-        piece_budget=budget,
-        tail_len=tail_len,
+        bos=bos, prefix=tuple(prefix_ids), pieces=tuple(tuple(p) for p in pieces), suffix=(), piece_budget=budget
     )
