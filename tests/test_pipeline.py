@@ -169,11 +169,11 @@ def test_same_shapes_do_not_recompile(model):
         shapes.append({(g.length, len(g.members)) for g in groups})
     assert len({prompt_of(model, c, config).num_chunks for c in contexts}) > 1
     run(model, contexts[0], config)
-    sizes = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
+    sizes = pipeline._group_step._cache_size(), pipeline.second_prefill._cache_size(), decode._cache_size()
     for context, shape in zip(contexts[1:], shapes[1:], strict=True):
         run(model, context, config)
         if shape <= shapes[0]:  # nothing new to compile
-            got = pipeline._group_step._cache_size(), pipeline._second_prefill._cache_size(), decode._cache_size()
+            got = pipeline._group_step._cache_size(), pipeline.second_prefill._cache_size(), decode._cache_size()
             assert got == sizes, (shape, shapes[0], got, sizes)
 
 

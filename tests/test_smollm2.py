@@ -108,3 +108,21 @@ def test_generated_passkey_length_within_2_percent_in_smollm2_tokens(smollm2):
     for s in get_task("passkey").make(smollm2.tokenizer, [8192, 32768], 2, seed=0, options={}):
         p = chunk_prompt(smollm2.tokenizer, s.context, s.question, s.template, chunk_tokens=1 << 30, chat=True)
         assert abs(len(p.whole_ids()) - s.length) <= 0.02 * s.length
+
+
+def test_staged_answers_equal_generate_with_the_chat_template(smollm2):
+    """One 2K-token document prefilled once, two questions (chat template, so a tail after each question) with
+    token eviction: the same kept chunks and answers as `generate`, chunk scores within 1e-3."""
+    from pcomp_jax import ParallelCompConfig, TokenEviction, generate, haystack
+    from pcomp_jax.parallelcomp import staged
+
+    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 2000, 0.4)
+    config = ParallelCompConfig(
+        chunk_tokens=700, keep_chunks=2, eviction=TokenEviction(capacity=256), sampling=Sampling(max_new_tokens=12)
+    )
+    document = staged.prefill_document(smollm2, sample.context, config, template="retrieval", progress=False)
+    for question in (sample.question, "What does the author say about startups?"):
+        want = generate(smollm2, sample.context, question, config, template="retrieval", progress=False)
+        got = staged.answer(smollm2, document, question, progress=False)
+        assert got.stats["kept_chunks"] == want.stats["kept_chunks"] and got.tokens == want.tokens, question
+        np.testing.assert_allclose(got.stats["chunk_scores"], want.stats["chunk_scores"], atol=1e-3)

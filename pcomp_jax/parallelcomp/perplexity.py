@@ -26,9 +26,9 @@ from pcomp_jax.parallelcomp.config import ParallelCompConfig
 from pcomp_jax.parallelcomp.pipeline import (
     CHUNK_BUCKET,
     QUESTION_BUCKET,
-    _pad,
-    _second_prefill,
-    _select_chunks,
+    pad_ids,
+    second_prefill,
+    select_chunks,
     middle_truncate,
     sinks_and_recent,
 )
@@ -64,9 +64,9 @@ def continuation_nll(
         )
         if config.chunk_tokens + len(continuation_ids) > window:
             raise InputError("chunk + continuation exceed the training window; lower chunk_tokens")
-        buffer, plan, _, _, q, _ = _select_chunks(model, prompt, config, backend, progress=False)
+        buffer, plan, _, _, q, _ = select_chunks(model, prompt, config, backend, progress=False)
         q_len, qp = len(continuation_ids), len(q)
-        logits, _, _, kept = _second_prefill(
+        logits, _, _, kept = second_prefill(
             model.params,
             buffer,
             jnp.asarray(q),
@@ -89,7 +89,7 @@ def continuation_nll(
     padded = round_up(len(ids), CHUNK_BUCKET)
     nll = _span_nll(
         model.params,
-        jnp.asarray(_pad(ids, padded)),
+        jnp.asarray(pad_ids(ids, padded)),
         jnp.int32(start),
         jnp.int32(len(continuation_ids)),
         config=model.config,

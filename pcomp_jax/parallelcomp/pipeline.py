@@ -54,7 +54,7 @@ class Result:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
+class Plan:
     """Static settings of the jitted stages (hashable)."""
 
     keep: int
@@ -84,7 +84,7 @@ def _group_step(
     observe_end,
     *,
     config,
-    plan: _Plan,
+    plan: Plan,
 ):
     """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer.
 
@@ -139,14 +139,14 @@ def _group_step(
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra", "every_position"))
-def _second_prefill(
+def second_prefill(
     params,
     buffer: ChunkSet,
     q_tokens,
     q_len,
     *,
     config,
-    plan: _Plan,
+    plan: Plan,
     calibration: Calibration | None,
     extra: int,
     every_position: bool = False,
@@ -187,7 +187,7 @@ def sinks_and_recent(ids: list[int], keep: int) -> list[int]:
     return list(ids[:STREAMING_SINKS]) + list(ids[len(ids) - (keep - STREAMING_SINKS) :])
 
 
-def _pad(ids: list[int], length: int) -> np.ndarray:
+def pad_ids(ids: list[int], length: int) -> np.ndarray:
     out = np.zeros((length,), np.int32)
     out[: len(ids)] = ids
     return out
@@ -203,7 +203,7 @@ def check_config(config: ParallelCompConfig, model_config) -> None:
         )
 
 
-def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
+def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
     window = model.config.trained_context
     longest = max(len(p) for p in prompt.pieces)
     need = prompt.head_len + longest + len(prompt.suffix) + config.sampling.max_new_tokens
@@ -215,12 +215,12 @@ def _check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> Non
         )
 
 
-def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
     """Prefill every chunk group, score and keep the best: (buffer, plan, per-chunk scores, peak caches alive, the
     question tokens padded to their bucket)."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
-    plan = _Plan(
+    plan = Plan(
         keep=min(config.keep_chunks, prompt.num_chunks),  # a short document needs no room for more
         context_slots=prompt.context_slots,
         bos_len=len(prompt.bos),
@@ -229,7 +229,7 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     )
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
-    targets, target_valid = _pad(list(prompt.suffix), qp), np.arange(qp) < q_len
+    targets, target_valid = pad_ids(list(prompt.suffix), qp), np.arange(qp) < q_len
     full = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
     groups = plan_groups([prompt.chunk_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
@@ -270,7 +270,7 @@ def _select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, bac
     return buffer, plan, scores, peak, targets, schedule
 
 
-def default_chunk_batch(model, plan: _Plan, full: int) -> int:
+def default_chunk_batch(model, plan: Plan, full: int) -> int:
     """`schedule.auto_chunk_batch` for this model on the default device. A chunk in flight holds its cache before
     compression and its activations (at most about 4D + 3F float32 values a row), beside the weights and the kept
     chunks' compressed caches."""
@@ -288,11 +288,18 @@ def default_chunk_batch(model, plan: _Plan, full: int) -> int:
 
 
 def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
-    mc = model.config
     start = time.perf_counter()
-    buffer, plan, scores, peak, question, schedule = _select_chunks(model, prompt, config, backend, progress)
+    buffer, plan, scores, peak, question, schedule = select_chunks(model, prompt, config, backend, progress)
+    extra = {"chunk_scores": [round(float(s), 4) for s in scores], "peak_chunk_caches": peak, **schedule}
+    return finish_answer(model, prompt, config, backend, buffer, plan, question, extra, start)
+
+
+def finish_answer(model, prompt: ChunkedPrompt, config, backend: str, buffer, plan: Plan, question, extra, start):
+    """After chunk selection: merge the kept chunks, prefill the question over them, decode. (ids, stats); the
+    prefill seconds count from `start`."""
+    mc = model.config
     q_len = len(prompt.suffix)
-    logits, cache, position, kept = _second_prefill(
+    logits, cache, position, kept = second_prefill(
         model.params,
         buffer,
         jnp.asarray(question),
@@ -321,14 +328,12 @@ def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, 
     stats = {
         "num_chunks": prompt.num_chunks,
         "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
-        "chunk_scores": [round(float(s), 4) for s in scores],
         "chunk_tokens": [len(p) for p in prompt.pieces],
         "head_tokens": prompt.head_len,
         "question_tokens": q_len,
         "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
         "question_position": int(position) - q_len,
-        "peak_chunk_caches": peak,
-        **schedule,
+        **extra,
         "prefill_seconds": round(prefill_seconds, 3),
         "decode_seconds": round(decode_seconds, 3),
     }
@@ -410,7 +415,7 @@ def _answer(model, prompt, context_ids, config, method, progress, host_seconds, 
     if progress is None:
         progress = sys.stderr.isatty()
     if method == "parallelcomp":
-        _check_fits(prompt, model, config)
+        check_fits(prompt, model, config)
         ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
     else:
         extra = {"context_tokens": len(context_ids)}

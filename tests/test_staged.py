@@ -1,0 +1,101 @@
+"""The staged pipeline (prefill a document once, answer many questions) gives what `generate` gives: the same kept
+chunks, answers and cache, chunk scores equal to float rounding, with and without token eviction, over chunks of
+several lengths, and bad input as one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hf_tiny import _our_config, params_from_hf, tiny_hf_model, tiny_tokenizer
+
+from pcomp_jax import Model
+from pcomp_jax.decoding import Sampling
+from pcomp_jax.parallelcomp import staged
+from pcomp_jax.parallelcomp.chunking import InputError
+from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
+from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
+from pcomp_jax.parallelcomp.prompts import PromptTemplate
+
+WORDS = "alpha beta gamma delta river stone cloud paper garden silver window orange market yellow music".split()
+TEMPLATE = PromptTemplate(prefix="Read: ", suffix=" Q: {question} A:")
+QUESTIONS = ["what is the key?", "which river is it?", "why?"]
+
+
+def text(n_words: int, seed: int = 0) -> str:
+    return " ".join(np.random.default_rng(seed).choice(WORDS, n_words))
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["bos", "nobos"])
+def model(request) -> Model:
+    hf = tiny_hf_model("llama", heads=4, kv_heads=2, layers=2)
+    return Model(
+        params=params_from_hf(hf),
+        config=_our_config(hf),
+        tokenizer=tiny_tokenizer(bos=request.param),
+        attention_backend="reference",
+    )
+
+
+def cfg(**kw) -> ParallelCompConfig:
+    base = dict(chunk_tokens=48, keep_chunks=2, chunk_batch=2, chat=False, sampling=Sampling(max_new_tokens=6))
+    return ParallelCompConfig(**{**base, **kw})
+
+
+def same(got, want):
+    assert got.tokens == want.tokens and got.text == want.text
+    for key in ("kept_chunks", "num_chunks", "cache_tokens_per_layer", "question_position", "question_tokens"):
+        assert got.stats[key] == want.stats[key], key
+    np.testing.assert_allclose(got.stats["chunk_scores"], want.stats["chunk_scores"], atol=2e-4)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        cfg(),
+        cfg(keep_chunks=1, chunk_batch=3),
+        cfg(eviction=TokenEviction(capacity=12, window=4)),
+        cfg(eviction=TokenEviction(capacity=9, window=3, pool="avg", pool_kernel=3)),
+        cfg(calibration=Calibration(region="sink", layers=(0, 1), threshold=0.01, region_width=4)),
+        cfg(split="chars"),
+    ],
+    ids=["plain", "keep1", "evict", "evict-avg", "calibration", "chars"],
+)
+def test_answers_equal_generate(model, config):
+    context = text(130, seed=1)  # several chunks, the last one short
+    document = staged.prefill_document(model, context, config, template=TEMPLATE, progress=False)
+    assert document.stats["num_chunks"] >= 3 and document.placement == "device"
+    for question in QUESTIONS:
+        want = generate(model, context, question, config, template=TEMPLATE, progress=False)
+        got = staged.answer(model, document, question, progress=False)
+        same(got, want)
+        assert got.stats["staged"] is True
+
+
+def test_generate_many_and_the_token_level_stages(model):
+    config = cfg()
+    context = text(100, seed=2)
+    many = staged.generate_many(model, context, QUESTIONS, config, template=TEMPLATE, progress=False)
+    for question, got in zip(QUESTIONS, many, strict=True):
+        same(got, generate(model, context, question, config, template=TEMPLATE, progress=False))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, model.config.vocab_size, 150).tolist()
+    document = staged.prefill_document_ids(model, ids, config, progress=False)
+    for q in ([7, 8, 9], rng.integers(5, 60, 20).tolist()):
+        same(staged.answer_ids(model, document, q), generate_from_ids(model, ids, q, config, progress=False))
+
+
+def test_bad_input_is_a_one_line_error(model):
+    config = cfg()
+    before = PromptTemplate(prefix="Question: {question}\n", suffix=" A:")
+    with pytest.raises(InputError, match="puts the question before the document"):
+        staged.prefill_document(model, text(50), config, template=before)
+    document = staged.prefill_document(model, text(50), config, template=TEMPLATE, progress=False)
+    with pytest.raises(InputError, match="question is empty"):
+        staged.answer(model, document, "  ")
+    with pytest.raises(InputError, match="answer_ids"):
+        staged.answer(model, staged.prefill_document_ids(model, [5, 6, 7], config), "why?")
+    evicting = staged.prefill_document(
+        model, text(50), cfg(eviction=TokenEviction(capacity=8, window=30)), template=TEMPLATE, progress=False
+    )
+    with pytest.raises(InputError, match="eviction window"):
+        staged.answer(model, evicting, "why?")
