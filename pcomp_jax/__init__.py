@@ -16,6 +16,14 @@ from pcomp_jax.parallelcomp.config import (
 )
 from pcomp_jax.parallelcomp.pipeline import METHODS, Result, generate, generate_from_ids
 from pcomp_jax.parallelcomp.prompts import TEMPLATES, PromptTemplate
+from pcomp_jax.parallelcomp.staged import (
+    Document,
+    answer,
+    answer_ids,
+    generate_many,
+    prefill_document,
+    prefill_document_ids,
+)
 from pcomp_jax.pretrained import Completion, Model, load
 
 __all__ = [
@@ -31,6 +39,12 @@ __all__ = [
     "compat",
     "generate",
     "generate_from_ids",
+    "Document",
+    "answer",
+    "answer_ids",
+    "generate_many",
+    "prefill_document",
+    "prefill_document_ids",
     "CheckpointError",
     "Completion",
     "ConfigError",

@@ -1,7 +1,8 @@
 """Command line: `python -m pcomp_jax generate ...`.
 
 Two modes: `--prompt TEXT` completes a prompt (plain generation); `--context-file F --question Q` answers a question
-about a long document with ParallelComp (or the `full` / `truncate` baselines).
+about a long document with ParallelComp (or the `full` / `truncate` baselines), and `--questions-file Q` answers
+many, the document prefilled once (JSON Lines out).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ EPILOG = """examples:
       --question "Who is the narrator?" --chunk-tokens 2048 --keep-chunks 3
   cat report.txt | python -m pcomp_jax generate --ckpt checkpoints/smollm2 --context-file - \\
       --template summarize --max-new-tokens 200 --json
+  python -m pcomp_jax generate --ckpt checkpoints/smollm2 --context-file book.txt \
+      --questions-file questions.txt > answers.jsonl       # one prefill, a JSON line per question
 """
 
 
@@ -78,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     what = gen.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="text to complete (plain generation)")
     what.add_argument("--context-file", metavar="F", help="UTF-8 text file with the long context, or - for stdin")
-    gen.add_argument("--question", help="the question about the context")
+    asked = gen.add_mutually_exclusive_group()
+    asked.add_argument("--question", help="the question about the context")
+    asked.add_argument(
+        "--questions-file",
+        metavar="F",
+        help="UTF-8 file with one question per line (blank lines skipped): the document is prefilled once and every "
+        "question answered over it; prints JSON Lines, one object per question, in order",
+    )
     gen.add_argument(
         "--method",
         choices=METHODS,
@@ -135,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 # options that only apply to a document (--context-file), and their defaults there
 DOCUMENT_DEFAULTS = {
     "question": "",
+    "questions_file": None,
     "method": "parallelcomp",
     "template": "qa",
     "chunk_tokens": 2048,
@@ -161,6 +172,8 @@ def check_options(args: argparse.Namespace) -> None:
                 "generation of the prompt as written"
             )
         return
+    if args.questions_file is not None and args.method not in (None, "parallelcomp"):
+        raise InputError("--questions-file answers over one ParallelComp prefill; --method must be parallelcomp")
     if args.calibrate_layers is not None and args.calibrate is None:
         raise InputError("--calibrate-layers needs --calibrate REGION (calibration is off without it)")
     for name, default in DOCUMENT_DEFAULTS.items():
@@ -190,6 +203,21 @@ def read_context(path: str) -> str:
     return text
 
 
+def read_questions(path: str) -> list[str]:
+    """The non-blank lines of a UTF-8 file (a BOM dropped), refused when missing, not UTF-8 or without a question."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"questions file not found: {path}")
+    try:
+        lines = p.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"questions file {path} is not UTF-8 text (byte {err.start})") from None
+    questions = [line.strip() for line in lines if line.strip()]
+    if not questions:
+        raise InputError(f"questions file {path} holds no question (one per line)")
+    return questions
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from pcomp_jax.checkpoint import read_config
     from pcomp_jax.decoding import Sampling
@@ -210,8 +238,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     model_config, _ = read_config(args.ckpt)
+    questions = read_questions(args.questions_file) if long_context and args.questions_file else None
     if long_context:
-        check_question(get_template(args.template), args.question)
+        for question in questions or [args.question]:
+            check_question(get_template(args.template), question)
         config = ParallelCompConfig(
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
@@ -226,6 +256,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         context = read_context(args.context_file)
     model = load(args.ckpt, attention_backend=args.attention_backend)
     start = time.perf_counter()
+    if questions:
+        from tqdm.auto import tqdm
+
+        from pcomp_jax.parallelcomp.staged import answer, prefill_document
+
+        document = prefill_document(model, context, config, template=args.template)
+        for i, question in enumerate(tqdm(questions, desc="questions", disable=not sys.stderr.isatty())):
+            result = answer(model, document, question, progress=False)
+            stats = {**result.stats, "document": document.stats} if i == 0 else result.stats
+            print(json.dumps({"question": question, "text": result.text, "tokens": result.tokens, "stats": stats}))
+        return 0
     if long_context:
         result = generate(model, context, args.question, config, method=args.method, template=args.template)
         payload = {"text": result.text, "tokens": result.tokens, "stats": result.stats}

@@ -223,3 +223,45 @@ def test_damaged_checkpoint(tiny_checkpoint, tmp_path, capsys, damage, message):
         load(ckpt)
     assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi"]) == 2
     assert_one_line_error(capsys, message)
+
+
+def _many(ckpt, *extra):
+    return ["generate", "--ckpt", str(ckpt), "--chunk-tokens", "128", "--max-new-tokens", "4", *extra]
+
+
+def test_questions_file_gives_json_lines_equal_to_one_call_each(tiny_checkpoint, tmp_path, capsys):
+    """One prefill, a JSON line per question in order, each answer the one `--question` gives."""
+    ckpt, _ = tiny_checkpoint
+    ctx = _context_file(tmp_path)
+    questions = ["What jumps?", "Who is lazy?", "What colour is the fox?"]
+    q = tmp_path / "q.txt"
+    q.write_text("\ufeff" + "\n".join([questions[0], "", questions[1], "  ", questions[2]]) + "\n")
+    assert main([*_many(ckpt, "--context-file", ctx, "--questions-file", str(q))]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [x["question"] for x in lines] == questions
+    assert lines[0]["stats"]["document"]["num_chunks"] >= 3 and all(x["stats"]["staged"] for x in lines)
+    for line in lines:
+        assert main([*_many(ckpt, "--context-file", ctx, "--question", line["question"], "--json")]) == 0
+        single = json.loads(capsys.readouterr().out)
+        assert single["tokens"] == line["tokens"] and single["stats"]["kept_chunks"] == line["stats"]["kept_chunks"]
+
+
+@pytest.mark.parametrize(
+    "questions, extra, message",
+    [
+        (None, [], "questions file not found"),
+        (b"\n  \n", [], "holds no question"),
+        (b"\xff\xfe?", [], "is not UTF-8"),
+        (b"Why?\n", ["--method", "truncate"], "--method must be parallelcomp"),
+    ],
+    ids=["missing", "blank", "not-utf8", "method"],
+)
+def test_questions_file_mistakes_before_loading(tiny_checkpoint, tmp_path, capsys, no_load, questions, extra, message):
+    ckpt, _ = tiny_checkpoint
+    q = tmp_path / "q.txt"
+    if questions is not None:
+        q.write_bytes(questions)
+    assert main([*_many(ckpt, "--context-file", _context_file(tmp_path), "--questions-file", str(q)), *extra]) == 2
+    assert_one_line_error(capsys, message)
+    assert main([*_many(ckpt, "--prompt", "hi", "--questions-file", str(q))]) == 2
+    assert_one_line_error(capsys, "--questions-file, --chunk-tokens only apply to a document")
