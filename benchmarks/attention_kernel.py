@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcomp_jax import attention
-from pcomp_jax.attention import group_scores, scores_of_rows
+from pcomp_jax.attention import scores_of_rows
+from pcomp_jax.heads import group_scores
 from pcomp_jax.model import forward, init_params
 from pcomp_jax.pallas_attention import Blocks, chunk_attention, chunk_scores, reference
 

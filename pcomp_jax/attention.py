@@ -210,12 +210,6 @@ def pallas_fits(q: jax.Array) -> bool:
     return 16 <= h <= 128 and h & (h - 1) == 0 and q.dtype in (jnp.bfloat16, jnp.float16, jnp.float32)
 
 
-def group_scores(scores: jax.Array, num_kv_heads: int) -> jax.Array:
-    """Per-query-head scores [..., N, S] summed over each KV head's query group -> [..., K, S]."""
-    *lead, n, s = scores.shape
-    return scores.reshape(*lead, num_kv_heads, n // num_kv_heads, s).sum(axis=-2)
-
-
 def last_rows(ends: jax.Array, window: int) -> jax.Array:
     """Observation rows = the `window` rows before each end: [B, window] int32, -1 where that would be negative."""
     rows = ends.astype(jnp.int32)[:, None] - window + jnp.arange(window, dtype=jnp.int32)

@@ -37,7 +37,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from pcomp_jax.attention import group_scores
+from pcomp_jax.heads import group_scores
 
 LOG2E = math.log2(math.e)
 _MASK = -1e30  # finite, so a row with no visible key in a block never produces inf - inf

@@ -99,3 +99,19 @@ def test_bad_input_is_a_one_line_error(model):
     )
     with pytest.raises(InputError, match="eviction window"):
         staged.answer(model, evicting, "why?")
+
+
+def test_document_caches_in_host_memory_give_the_same_answers(model, monkeypatch):
+    """When the chunk caches do not fit the accelerator they live in host memory (numpy) and are copied back a group
+    at a time per question: the same answers."""
+    config = cfg()
+    context = text(120, seed=4)
+    on_device = staged.prefill_document(model, context, config, template=TEMPLATE, progress=False)
+    monkeypatch.setattr(staged, "_placement", lambda model, nbytes: "host")
+    on_host = staged.prefill_document(model, context, config, template=TEMPLATE, progress=False)
+    assert on_host.placement == "host" and on_host.stats["document_cache"] == "host"
+    assert all(isinstance(g.k, np.ndarray) for g in on_host.groups)
+    for question in QUESTIONS[:2]:
+        got = staged.answer(model, on_host, question, progress=False)
+        same(got, staged.answer(model, on_device, question, progress=False))
+        assert got.stats["document_cache"] == "host"

