@@ -201,7 +201,8 @@ def table(rows: list[dict], s: dict, meta: dict) -> str:
         lines.append(
             f"| {length} | {r['method']} | {r['prefill_s']:.3f} | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} "
             f"| {_fmt(r['peak_gib'], '.1f')} | {_fmt(r.get('host_s'), '.3f')} | {r['first_token_s']:.3f} "
-            f"| {r['decode_ms_per_token']:.2f} | {r['decode_vs_floor']:.1f} | {r['wall_s']:.3f} | {r['compile_s']:.1f} |"
+            f"| {r['decode_ms_per_token']:.2f} | {r['decode_vs_floor']:.1f} | {r['wall_s']:.3f} "
+            f"| {r['compile_s']:.1f} |"
         )
     return head + cols + "\n".join(lines) + "\n"
 

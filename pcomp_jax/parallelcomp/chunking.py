@@ -146,7 +146,13 @@ def document_prompt(
 
 
 def with_question(
-    document: ChunkedPrompt, tokenizer, question: str, template: PromptTemplate, *, chunk_tokens: int, chat: bool = False
+    document: ChunkedPrompt,
+    tokenizer,
+    question: str,
+    template: PromptTemplate,
+    *,
+    chunk_tokens: int,
+    chat: bool = False,
 ) -> ChunkedPrompt:
     """`document` (from `document_prompt`, same template, chunk_tokens and chat) with the question part of
     `template` as every chunk's suffix."""

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcomp_jax.baselines import middle_truncate, sinks_and_recent
 from pcomp_jax.model import forward
 from pcomp_jax.parallelcomp.chunking import BUDGET_ROUND, ChunkedPrompt, InputError, round_up
 from pcomp_jax.parallelcomp.config import ParallelCompConfig
@@ -29,8 +30,6 @@ from pcomp_jax.parallelcomp.pipeline import (
     pad_ids,
     second_prefill,
     select_chunks,
-    middle_truncate,
-    sinks_and_recent,
 )
 from pcomp_jax.parallelcomp.scoring import question_nll
 

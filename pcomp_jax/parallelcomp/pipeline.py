@@ -6,10 +6,7 @@ with like:
   the `keep_chunks` with the lowest question NLL kept in a fixed-size buffer, optional token eviction and
   calibration, then the question and the answer decoded over the merged cache (docs/ALGORITHM.md, section 1).
 - "full": the whole prompt in one causal pass (positions run past the training window).
-- "truncate": the context middle-truncated so prompt + answer fit the training window (as LongBench does).
-- "streaming": a StreamingLLM-style cache: the first 4 prompt tokens (attention sinks) and the most recent tokens
-  that fit the training window, in one pass with contiguous positions (the recent window is encoded over itself,
-  not streamed token by token).
+- "truncate" and "streaming": single-pass baselines on the same prompt (pcomp_jax/baselines.py).
 """
 
 from __future__ import annotations
@@ -27,7 +24,8 @@ from tqdm.auto import tqdm
 
 from pcomp_jax import text as user_text
 from pcomp_jax.attention import last_rows, resolve_backend
-from pcomp_jax.decoding import decode, generate_ids
+from pcomp_jax.baselines import run_baseline
+from pcomp_jax.decoding import decode
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
 from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, prompt_from_ids, round_up
@@ -40,7 +38,6 @@ from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
 
 METHODS = ("parallelcomp", "full", "truncate", "streaming")
-STREAMING_SINKS = 4
 QUESTION_BUCKET = 32
 
 
@@ -171,20 +168,6 @@ def second_prefill(
     )
     logits = out.logits if every_position else out.logits[:, 0]
     return logits, cache, first_position + q_len, chunks.index
-
-
-def middle_truncate(ids: list[int], keep: int) -> list[int]:
-    """The first keep // 2 and the last keep - keep // 2 tokens when `ids` is longer than `keep` (LongBench's rule)."""
-    if len(ids) <= keep:
-        return list(ids)
-    return list(ids[: keep // 2]) + list(ids[len(ids) - (keep - keep // 2) :])
-
-
-def sinks_and_recent(ids: list[int], keep: int) -> list[int]:
-    """The first STREAMING_SINKS tokens and the most recent ones, `keep` in all, when `ids` is longer than `keep`."""
-    if len(ids) <= keep:
-        return list(ids)
-    return list(ids[:STREAMING_SINKS]) + list(ids[len(ids) - (keep - STREAMING_SINKS) :])
 
 
 def pad_ids(ids: list[int], length: int) -> np.ndarray:
@@ -340,13 +323,6 @@ def finish_answer(model, prompt: ChunkedPrompt, config, backend: str, buffer, pl
     return ids, stats
 
 
-def _run_single(model, ids: list[int], config: ParallelCompConfig, backend: str, extra: dict):
-    start = time.perf_counter()
-    out = generate_ids(model.params, model.config, ids, config.sampling, backend)
-    seconds = time.perf_counter() - start
-    return out, {"num_chunks": 1, "kept_chunks": [0], "prompt_tokens": len(ids), "seconds": round(seconds, 3), **extra}
-
-
 def generate(
     model,
     context: str,
@@ -418,21 +394,7 @@ def _answer(model, prompt, context_ids, config, method, progress, host_seconds, 
         check_fits(prompt, model, config)
         ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
     else:
-        extra = {"context_tokens": len(context_ids)}
-        budget = model.config.trained_context - config.sampling.max_new_tokens
-        if method == "truncate":
-            room = budget - prompt.head_len - len(prompt.suffix)
-            if room < 2:
-                raise InputError(
-                    f"the prompt without context already fills the {model.config.trained_context}-token "
-                    "window; lower max_new_tokens or shorten the question"
-                )
-            context_ids = middle_truncate(context_ids, room)
-            extra["kept_context_tokens"] = len(context_ids)
-        ids = prompt.whole_ids(context_ids)
-        if method == "streaming":
-            ids = sinks_and_recent(ids, budget)
-        ids, stats = _run_single(model, ids, config, backend, extra)
+        ids, stats = run_baseline(model, prompt, context_ids, config, method, backend)
     stats = {"method": method, "empty_context": empty_context, "host_seconds": round(host_seconds, 3), **stats}
     if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
         stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
