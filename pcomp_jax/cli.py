@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--json", action="store_true", help="print one JSON object: text, tokens, seconds, and stats for --context-file"
     )
+    gen.add_argument(
+        "--mesh",
+        metavar="SPEC",
+        help="spread the chunk groups over devices, e.g. chunks=4 (weights replicated on each; default one device)",
+    )
     return parser
 
 
@@ -254,7 +259,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         check_config(config, model_config)
         context = read_context(args.context_file)
-    model = load(args.ckpt, attention_backend=args.attention_backend)
+    from pcomp_jax.sharding import parse_mesh
+
+    mesh = parse_mesh(args.mesh)
+    model = load(args.ckpt, attention_backend=args.attention_backend, mesh=mesh)
     start = time.perf_counter()
     if questions:
         from tqdm.auto import tqdm

@@ -33,6 +33,7 @@ class Model:
     config: LlamaConfig
     tokenizer: Any
     attention_backend: str = "auto"
+    mesh: Any = None  # a jax.sharding.Mesh with a "chunks" axis (pcomp_jax.sharding), or None for one device
 
     def encode(self, text: str, chat: bool = False) -> list[int]:
         """Token ids of `text`, with the tokenizer's BOS if it adds one.
@@ -72,8 +73,14 @@ class Model:
 DTYPES = ("float32", "bfloat16")  # what params may be cast to at load time
 
 
-def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None) -> Model:
-    """Load a checkpoint written by `python -m pcomp_jax.convert` (optionally casting params to `dtype`)."""
+def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None, mesh=None) -> Model:
+    """Load a checkpoint written by `python -m pcomp_jax.convert` (optionally casting params to `dtype`). `mesh`: a
+    `jax.sharding.Mesh` or a spec such as "chunks=4" (`pcomp_jax.sharding`): chunk groups spread over its devices,
+    the weights replicated on each."""
+    from pcomp_jax.sharding import parse_mesh, replicate
+
+    if isinstance(mesh, str):
+        mesh = parse_mesh(mesh)
     if dtype is not None:
         try:
             name = jnp.dtype(dtype).name
@@ -83,5 +90,7 @@ def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = 
             raise InputError(f"unsupported dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     config, _ = read_config(path)
     cast = jnp.dtype(dtype) if dtype else None
-    params = to_runtime(load_params(path, config), config, put=lambda x: jnp.asarray(x, cast))
-    return Model(params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend)
+    params = to_runtime(load_params(path, config), config, put=lambda x: replicate(jnp.asarray(x, cast), mesh))
+    return Model(
+        params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend, mesh=mesh
+    )

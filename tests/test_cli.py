@@ -265,3 +265,9 @@ def test_questions_file_mistakes_before_loading(tiny_checkpoint, tmp_path, capsy
     assert_one_line_error(capsys, message)
     assert main([*_many(ckpt, "--prompt", "hi", "--questions-file", str(q))]) == 2
     assert_one_line_error(capsys, "--questions-file, --chunk-tokens only apply to a document")
+
+
+def test_bad_mesh_is_a_one_line_error_before_loading(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    assert main([*_long(ckpt, "--context-file", _context_file(tmp_path), "--mesh", "chunks=64")]) == 2
+    assert_one_line_error(capsys, "needs 64 devices")

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from pcomp_jax import text as user_text
@@ -36,6 +37,7 @@ from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
+from pcomp_jax.sharding import chunk_shards
 
 METHODS = ("parallelcomp", "full", "truncate", "streaming")
 QUESTION_BUCKET = 32
@@ -68,8 +70,7 @@ class Plan:
         return self.bos_len + min(self.eviction.capacity, self.context_slots - self.bos_len)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "plan"))
-def _group_step(
+def _group_body(
     params,
     buffer: ChunkSet,
     tokens,
@@ -133,6 +134,31 @@ def _group_step(
     nll = jnp.where(index >= 0, nll, jnp.inf)
     group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index)
     return keep_lowest(concat(buffer, group), plan.keep), nll
+
+
+_group_step = functools.partial(jax.jit, static_argnames=("config", "plan"))(_group_body)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "plan", "mesh"))
+def _sharded_group_step(
+    params, buffer, tokens, total_len, context_len, index, targets, target_valid, observe_end, *, config, plan, mesh
+):
+    """`_group_step` with the group's rows and the buffer split over the mesh's `chunks` axis: each shard prefills
+    its rows and keeps its own `plan.keep` best (pcomp_jax/sharding.py)."""
+    rows, same = PartitionSpec("chunks"), PartitionSpec()
+    step = jax.shard_map(
+        functools.partial(_group_body, config=config, plan=plan),
+        mesh=mesh,
+        in_specs=(same, rows, rows, rows, rows, rows, same, same, rows),
+        out_specs=(rows, rows),
+    )
+    return step(params, buffer, tokens, total_len, context_len, index, targets, target_valid, observe_end)
+
+
+@functools.partial(jax.jit, static_argnames=("keep",))
+def _merge_shards(buffer: ChunkSet, *, keep: int) -> ChunkSet:
+    """The `keep` best of the shards' buffers, once after the last group."""
+    return keep_lowest(buffer, keep)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra", "every_position"))
@@ -214,21 +240,26 @@ def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, back
     qp = round_up(q_len, QUESTION_BUCKET)
     targets, target_valid = pad_ids(list(prompt.suffix), qp), np.arange(qp) < q_len
     full = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
-    chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
+    shards = chunk_shards(model.mesh)  # a group's rows split over the mesh's chunks axis, a buffer per shard
+    chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full) * shards
     groups = plan_groups([prompt.chunk_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
-    buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
+    buffer = ChunkSet.empty(
+        plan.keep * shards, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params)
+    )
+    step = _group_step if shards == 1 else functools.partial(_sharded_group_step, mesh=model.mesh)
     group_nlls = []  # device arrays, read once at the end: no host synchronisation between groups
     peak = 0
     for group in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
-        size = len(group.members)
+        size = round_up(len(group.members), shards)  # rows past the members are empty (index -1, score +inf)
         tokens = np.zeros((size, group.length), np.int32)
-        total, ctx, index = (np.zeros((size,), np.int32) for _ in range(3))
+        total, ctx = (np.zeros((size,), np.int32) for _ in range(2))
+        index = np.full((size,), -1, np.int32)
         for row, i in enumerate(group.members):
             ids = prompt.chunk_ids(i)
             tokens[row, : len(ids)] = ids
             total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
         peak = max(peak, buffer.count + size)  # the buffer and this group are all the chunk caches alive
-        buffer, nll = _group_step(
+        buffer, nll = step(
             model.params,
             buffer,
             tokens,
@@ -242,9 +273,11 @@ def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, back
             plan=plan,
         )
         group_nlls.append((group.members, nll))
+    if shards > 1:
+        buffer = _merge_shards(buffer, keep=plan.keep)
     scores = np.zeros((prompt.num_chunks,), np.float32)
     for members, nll in group_nlls:
-        scores[list(members)] = np.asarray(nll)
+        scores[list(members)] = np.asarray(nll)[: len(members)]
     schedule = {
         "chunk_batch": chunk_batch,
         "prefill_groups": len(groups),
