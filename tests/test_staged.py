@@ -51,14 +51,12 @@ def same(got, want):
 @pytest.mark.parametrize(
     "config",
     [
-        cfg(),
-        cfg(keep_chunks=1, chunk_batch=3),
+        cfg(keep_chunks=1, chunk_batch=3, split="chars"),
         cfg(eviction=TokenEviction(capacity=12, window=4)),
         cfg(eviction=TokenEviction(capacity=9, window=3, pool="avg", pool_kernel=3)),
         cfg(calibration=Calibration(region="sink", layers=(0, 1), threshold=0.01, region_width=4)),
-        cfg(split="chars"),
     ],
-    ids=["plain", "keep1", "evict", "evict-avg", "calibration", "chars"],
+    ids=["keep1-chars", "evict", "evict-avg", "calibration"],
 )
 def test_answers_equal_generate(model, config):
     context = text(130, seed=1)  # several chunks, the last one short
