@@ -4,6 +4,7 @@ schedule's re-implementation in HF PyTorch keeping the same chunks as our pipeli
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -148,3 +149,21 @@ def test_a_named_shape_is_driven_with_a_tokenizer_on_both_sides(tiny_checkpoint,
     assert rows["official"]["chunks"] == -(-600 // 192) and rows["parallelcomp"]["chunks"] >= 3
     assert rows["official"]["wall_s"] >= rows["official"]["prefill_s"] + rows["official"]["host_s"]
     assert main(["--tokenizer", str(tiny_checkpoint[0]), "--model", str(tiny_checkpoint[0])]) == 2
+
+
+def test_mesh_row_on_virtual_devices(tmp_path):
+    """--mesh chunks=2 on 2 virtual CPU devices: a parallelcomp-mesh row with the one-device answer and a speed-up
+    line."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    cmd = ["--smoke", "--mesh", "chunks=2", "--baselines", ",", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcomp_jax.bench", *cmd], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["parallelcomp-mesh"]["status"] == "ok" and rows["parallelcomp-mesh"]["devices"] == 2
+    assert rows["parallelcomp-mesh"]["tokens"] == rows["parallelcomp"]["tokens"]
+    assert rows["parallelcomp-mesh"]["kept_chunks"] == rows["parallelcomp"]["kept_chunks"]
+    assert "mesh chunks=2 (2 devices) at 1024 tokens: prefill" in proc.stdout and "same answer: True" in proc.stdout
+    assert main(["--mesh", "chunks=64"]) == 2

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint) on real text instead of random token ids; every method then tokenizes the same text inside "
         "its timed call",
     )
+    p.add_argument(
+        "--mesh",
+        default=None,
+        metavar="SPEC",
+        help="also run ParallelComp over a device mesh, e.g. chunks=2 (row parallelcomp-mesh: its peak is the largest "
+        "per device, its MFU per device, and the table ends with its speed-up over one device)",
+    )
     p.add_argument("--lengths", type=parse_lengths, default=None, help="context lengths (default 8k,32k,128k)")
     p.add_argument(
         "--baselines",
@@ -97,6 +104,7 @@ def settings(args: argparse.Namespace) -> dict:
     base["chunk_batch"] = args.chunk_batch
     base["smoke"] = args.smoke
     base["tokenizer"] = args.tokenizer
+    base["mesh"] = args.mesh
     return base
 
 
@@ -155,7 +163,7 @@ def derive(row: dict, c, s: dict, ceil: dict) -> dict:
     itemsize = 2 if s["dtype"] == "bfloat16" else 4
     row["tokens_per_s"] = row["length"] / row["prefill_s"]
     flops = prefill_flops(c, row["chunk_lengths"], row["logit_rows"])
-    row["mfu"] = flops / row["prefill_s"] / ceil["matmul_flops_per_s"]
+    row["mfu"] = flops / row["prefill_s"] / ceil["matmul_flops_per_s"] / row.get("devices", 1)  # per device
     steps = row["new_tokens"] - (1 if row["method"] in PEERS else 0)  # HF's first token comes from the prefill
     row["decode_ms_per_token"] = 1000 * row["decode_s"] / max(1, steps)
     floor = (weight_bytes(c, itemsize) + kv_bytes_per_token(c, itemsize) * row["cache_tokens"]) / ceil[
@@ -204,7 +212,22 @@ def table(rows: list[dict], s: dict, meta: dict) -> str:
             f"| {r['decode_ms_per_token']:.2f} | {r['decode_vs_floor']:.1f} | {r['wall_s']:.3f} "
             f"| {r['compile_s']:.1f} |"
         )
-    return head + cols + "\n".join(lines) + "\n"
+    return head + cols + "\n".join(lines) + "\n" + _mesh_speedups(rows, s)
+
+
+def _mesh_speedups(rows: list[dict], s: dict) -> str:
+    """One line per length: the mesh row's prefill speed-up over the one-device row of the same run."""
+    ok = {(r["method"], r["length"]): r for r in rows if r["status"] == "ok"}
+    out = []
+    for (method, length), r in ok.items():
+        one = ok.get(("parallelcomp", length))
+        if method == "parallelcomp-mesh" and one is not None:
+            speedup = one["prefill_s"] / r["prefill_s"]
+            out.append(
+                f"mesh {s['mesh']} ({r['devices']} devices) at {length} tokens: prefill {speedup:.2f}x one device, "
+                f"same answer: {r['tokens'] == one['tokens']}\n"
+            )
+    return "".join(out)
 
 
 def plot(rows: list[dict], s: dict, meta: dict, path: Path) -> None:
@@ -245,7 +268,12 @@ def run(args: argparse.Namespace) -> dict:
     if plot_path is not None:
         require_extra(["matplotlib"], "the plot")
     base = {k: s[k] for k in ("model", "chunk_tokens", "keep_chunks", "chunk_batch", "question_tokens", "new_tokens")}
-    base.update(dtype=s["dtype"], smoke=s["smoke"], tokenizer=s["tokenizer"])
+    base.update(dtype=s["dtype"], smoke=s["smoke"], tokenizer=s["tokenizer"], mesh=s["mesh"])
+    ours = ("parallelcomp", "parallelcomp-mesh") if s["mesh"] else ("parallelcomp",)
+    if s["mesh"]:
+        from pcomp_jax.sharding import parse_mesh
+
+        parse_mesh(s["mesh"])  # a bad spec is one line here, not a failed worker
     if s["tokenizer"] is not None:
         from pcomp_jax.checkpoint import load_tokenizer
 
@@ -261,7 +289,7 @@ def run(args: argparse.Namespace) -> dict:
     device_bytes = ceil["device_bytes"]
     rows = []
     for length in s["lengths"]:
-        for method in ("parallelcomp", *baselines):
+        for method in (*ours, *baselines):
             print(f"bench: {method} at {length} tokens ...", file=sys.stderr, flush=True)
             if not fits(method, length, c, s, device_bytes):
                 row = {"status": "does not fit"}

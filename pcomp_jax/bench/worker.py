@@ -66,11 +66,12 @@ def compile_seconds(run) -> float:
     return max(0.0, first - (time.perf_counter() - start))
 
 
-def _device_peak_bytes() -> int | None:
+def device_peak_bytes(devices: int = 1) -> int | None:
+    """The allocator's peak, the largest over the first `devices` devices (None where it keeps no statistics)."""
     import jax
 
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats.get("peak_bytes_in_use")
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.devices()[:devices]]
+    return None if None in peaks else max(peaks)
 
 
 def inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
@@ -98,12 +99,20 @@ def _model(spec: dict):
 
 
 def ours(spec: dict) -> dict:
-    """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes."""
+    """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes; for
+    method `parallelcomp-mesh` over the devices of spec["mesh"] (weights replicated)."""
+    import dataclasses
+
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.parallelcomp.config import ParallelCompConfig
     from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
+    from pcomp_jax.sharding import parse_mesh, replicate
 
     model, c = _model(spec)
+    mesh = parse_mesh(spec["mesh"]) if spec["method"] == "parallelcomp-mesh" else None
+    if mesh is not None:
+        model = dataclasses.replace(model, params=replicate(model.params, mesh), mesh=mesh)
+    devices = 1 if mesh is None else mesh.size
     new = spec["new_tokens"]
     config = ParallelCompConfig(
         chunk_tokens=spec["chunk_tokens"],
@@ -137,6 +146,7 @@ def ours(spec: dict) -> dict:
         "first_token_s": s["first_token_seconds"],
         "decode_s": s["decode_seconds"],
         "new_tokens": len(result.tokens),
+        "tokens": result.tokens,
         "wall_s": wall,
         "compile_s": compile_s,
         "chunks": chunks,
@@ -147,7 +157,8 @@ def ours(spec: dict) -> dict:
         "logit_rows": chunks * q_len,
         "question_tokens": q_len,
         "cache_tokens": merged,
-        "peak_bytes": _device_peak_bytes(),
+        "peak_bytes": device_peak_bytes(devices),
+        "devices": devices,
     }
 
 
@@ -221,7 +232,7 @@ def dense(spec: dict) -> dict:
         "chunk_lengths": [len(ids)],
         "logit_rows": 1,
         "cache_tokens": len(ids),
-        "peak_bytes": _device_peak_bytes(),
+        "peak_bytes": device_peak_bytes(),
     }
 
 
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     method = spec["method"]
     if method == "ceilings":
         result = ceilings(spec)
-    elif method == "parallelcomp":
+    elif method in ("parallelcomp", "parallelcomp-mesh"):
         result = ours(spec)
     elif method == "dense":
         result = dense(spec)
