@@ -112,8 +112,7 @@ def _group_body(
         scores = None if out.scores is None else out.scores[:, 0]  # [L, N, T]
         if t < plan.context_slots:  # a short chunk run at a shorter padded length: room for the buffer's slots
             room = plan.context_slots - t
-            k, v = (jnp.pad(x, [(0, 0), (0, room), (0, 0), (0, 0)]) for x in (k, v))
-            valid = jnp.pad(valid, [(0, 0), (0, room), (0, 0)])
+            k, v, valid = pad_slots(k, v, valid, room)
             scores = None if scores is None else jnp.pad(scores, [(0, 0), (0, 0), (0, room)])
         if plan.eviction is None:
             k, v, valid = keep_context(k, v, valid, ctx, context_slots=plan.context_slots)
@@ -194,6 +193,12 @@ def second_prefill(
     )
     logits = out.logits if every_position else out.logits[:, 0]
     return logits, cache, first_position + q_len, chunks.index
+
+
+def pad_slots(k, v, valid, room: int):
+    """One chunk's cache k, v [L, T, K, H] and valid [L, T, K] with `room` empty (invalid) slots appended."""
+    k, v = (jnp.pad(x, [(0, 0), (0, room), (0, 0), (0, 0)]) for x in (k, v))
+    return k, v, jnp.pad(valid, [(0, 0), (0, room), (0, 0)])
 
 
 def pad_ids(ids: list[int], length: int) -> np.ndarray:

@@ -55,6 +55,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     default_chunk_batch,
     finish_answer,
     pad_ids,
+    pad_slots,
 )
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, plan_groups
@@ -106,8 +107,7 @@ def _prefill_group(params, tokens, context_len, *, config, slots: int, backend: 
         )
         k, v, valid = (x[:, 0] for x in cache.stacked())  # [L, T, K, H], [L, T, K]
         if t < slots:
-            k, v = (jnp.pad(x, [(0, 0), (0, slots - t), (0, 0), (0, 0)]) for x in (k, v))
-            valid = jnp.pad(valid, [(0, 0), (0, slots - t), (0, 0)])
+            k, v, valid = pad_slots(k, v, valid, slots - t)
         return k[:, :slots], v[:, :slots], valid[:, :slots], out.logits[0, 0]
 
     return jax.vmap(one)(tokens, context_len)
@@ -163,8 +163,7 @@ def _question_group(
             slot = jnp.arange(slots + qp)
             src = jnp.where(slot < ctx, slot, slots + slot - ctx)
             scores = jnp.where(slot < ctx + qp, jnp.take(out.scores[:, 0], src, axis=-1, mode="clip"), 0.0)
-            k, v = (jnp.pad(x, [(0, 0), (0, qp), (0, 0), (0, 0)]) for x in (k, v))  # [L, S + Qp, K, H]
-            valid = jnp.pad(valid, [(0, 0), (0, qp), (0, 0)])
+            k, v, valid = pad_slots(k, v, valid, qp)  # [L, S + Qp, K, H]
             k, v, valid = evict_tokens(
                 k, v, valid, scores, ctx, bos_len=plan.bos_len, context_slots=slots, eviction=plan.eviction
             )
@@ -229,7 +228,7 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
         tokens = np.zeros((len(group.members), group.length), np.int32)
         ctx = np.zeros((len(group.members),), np.int32)
         for row, i in enumerate(group.members):
-            ids = [*prompt.bos, *prompt.prefix, *prompt.pieces[i]]
+            ids = prompt.chunk_ids(i)  # the document's prompt has no suffix
             tokens[row, : len(ids)] = ids
             ctx[row] = len(ids)
         k, v, valid, last = _prefill_group(model.params, tokens, ctx, config=mc, slots=slots, backend=backend)
