@@ -12,6 +12,6 @@ if [ ! -e $W/started ]; then
   setsid nohup bash -c "bash $JOB; touch $W/done" > $W/log.txt 2>&1 < /dev/null &
 fi
 for _ in $(seq 1 56); do [ -e $W/done ] && break; sleep 10; done
-cp $W/log.txt $W/*.json "$OUT/" 2>/dev/null
+cp $W/log.txt $W/*.json $W/*.jsonl "$OUT/" 2>/dev/null
 [ -e $W/done ] && echo "JOB DONE" || echo "JOB RUNNING"
 grep -v -i warn $W/log.txt | grep -v "^bench:" | tail -n 40
