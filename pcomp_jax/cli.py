@@ -100,8 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(TEMPLATES),
         help="prompt around the context (default qa; retrieval for needle/passkey questions)",
     )
-    gen.add_argument("--chunk-tokens", type=positive_int, help="context tokens per chunk (default 2048)")
-    gen.add_argument("--keep-chunks", type=positive_int, help="chunks kept after eviction (default 3)")
+    gen.add_argument(
+        "--chunk-tokens",
+        type=positive_int,
+        help="context tokens per chunk (default: the model's preset: 512 under 1B parameters, the paper's 7600 for "
+        "8K-window models above)",
+    )
+    gen.add_argument(
+        "--keep-chunks",
+        type=positive_int,
+        help="chunks kept after eviction (default: the model's preset: 2 under 1B parameters, 3 above)",
+    )
     gen.add_argument(
         "--chunk-batch",
         type=positive_int,
@@ -153,8 +162,8 @@ DOCUMENT_DEFAULTS = {
     "questions_file": None,
     "method": "parallelcomp",
     "template": "qa",
-    "chunk_tokens": 2048,
-    "keep_chunks": 3,
+    "chunk_tokens": None,  # None: the model's preset (pcomp_jax.parallelcomp.presets)
+    "keep_chunks": None,
     "chunk_batch": None,
     "split": "tokens",
     "capacity": None,
@@ -257,7 +266,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             eviction=TokenEviction(capacity=args.capacity) if args.capacity else None,
             calibration=Calibration(region=args.calibrate, layers=args.calibrate_layers) if args.calibrate else None,
         )
-        check_config(config, model_config)
+        config = check_config(config, model_config)
         context = read_context(args.context_file)
     from pcomp_jax.sharding import parse_mesh
 

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", default="checkpoints/smollm2", help="checkpoint (default checkpoints/smollm2)")
     parser.add_argument("--tokens", type=int, default=None, help="document length (default 4x the training window)")
     parser.add_argument("--depth", type=float, default=0.5, help="needle depth in [0, 1] (default 0.5)")
-    parser.add_argument("--chunk-tokens", type=int, default=1024, help="context tokens per chunk (default 1024)")
-    parser.add_argument("--keep-chunks", type=int, default=1, help="chunks kept (default 1)")
+    parser.add_argument("--chunk-tokens", type=int, default=None, help="context tokens per chunk (default: the preset)")
+    parser.add_argument("--keep-chunks", type=int, default=None, help="chunks kept (default: the preset)")
     parser.add_argument("--no-truncate", action="store_true", help="skip the truncation baseline")
     args = parser.parse_args(argv)
     try:
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"needle:   {haystack.NEEDLE}\nquestion: {sample.question}\n")
     start = time.perf_counter()
-    result = generate(model, sample.context, sample.question, config, template="retrieval")
+    result = generate(model, sample.context, sample.question, config)
     seconds = time.perf_counter() - start
     s = result.stats
-    print(f"parallelcomp ({s['num_chunks']} chunks of <= {args.chunk_tokens} tokens, kept {s['kept_chunks']}):")
+    print(f"parallelcomp ({s['num_chunks']} chunks of <= {s['chunk_budget']} tokens, kept {s['kept_chunks']}):")
     print(f"  answer:  {result.text}")
     print(
         f"  correct: {sample.correct(result.text)}   time: {seconds:.1f} s (prefill {s['prefill_seconds']} s, "
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_truncate:
         start = time.perf_counter()
-        base = generate(model, sample.context, sample.question, config, template="retrieval", method="truncate")
+        base = generate(model, sample.context, sample.question, config, method="truncate")
         print(f"\ntruncate (middle of the document cut to fit {model.config.trained_context} tokens):")
         print(f"  answer:  {base.text}")
         print(f"  correct: {sample.correct(base.text)}   time: {time.perf_counter() - start:.1f} s")

@@ -357,3 +357,14 @@ def test_string_answers_are_one_answer(tmp_path):
     samples = get_task("longbench:triviaqa").make(None, [], 2, seed=0, options=options)
     assert [s.answers for s in samples] == [("Paris",), ("Paris",)]
     assert samples[0].max_new_tokens == 16 and samples[0].context == GOOD_RECORD["context"]
+
+
+def test_template_does_not_apply_to_longbench(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    data = tmp_path / "lb.jsonl"
+    data.write_text(json.dumps(GOOD_RECORD) + "\n")
+    config = _longbench_config(tmp_path / "config")
+    argv = ["--ckpt", str(ckpt), "--task", "longbench:triviaqa", "--data", str(data), "--longbench-config"]
+    argv += [str(config), "--template", "retrieval", "--no-plots", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert_one_line_error(capsys, "--template does not apply to LongBench tasks")

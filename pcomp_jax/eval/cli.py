@@ -52,6 +52,7 @@ PREDICTION_SETTINGS = (
     "task",
     "chunk_tokens",
     "keep_chunks",
+    "template",
     "seed",
     "depths",
     "data",
@@ -92,6 +93,7 @@ def check_resume(out: Path, settings: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from pcomp_jax.eval.tasks import TASKS
+    from pcomp_jax.parallelcomp.prompts import TEMPLATES
 
     p = argparse.ArgumentParser(
         prog="python -m pcomp_jax.eval",
@@ -121,8 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset file (InfiniteBench JSONL or zip; LongBench JSONL; niah: a directory of .txt files)",
     )
     p.add_argument("--longbench-config", default=None, help="LongBench's config/ directory (prompts, max lengths)")
-    p.add_argument("--chunk-tokens", type=positive_int, default=2048, help="ParallelComp chunk budget (default 2048)")
-    p.add_argument("--keep-chunks", type=positive_int, default=1, help="ParallelComp chunks kept (default 1)")
+    p.add_argument(
+        "--chunk-tokens",
+        type=positive_int,
+        default=None,
+        help="ParallelComp chunk budget (default: the model's preset, as `generate`: 512 under 1B parameters)",
+    )
+    p.add_argument(
+        "--keep-chunks",
+        type=positive_int,
+        default=None,
+        help="ParallelComp chunks kept (default: the model's preset, as `generate`: 2 under 1B parameters)",
+    )
+    p.add_argument(
+        "--template",
+        choices=sorted(TEMPLATES),
+        default=None,
+        help="prompt template of the generated and InfiniteBench tasks (default qa, the library's default); "
+        "LongBench tasks always use LongBench's prompts",
+    )
     p.add_argument(
         "--chunk-batch",
         type=positive_int,
@@ -169,6 +188,8 @@ def run(args: argparse.Namespace) -> dict:
     lengths = args.lengths if task.needs_lengths else []
     options = {"data": args.data, "longbench_config": args.longbench_config, "depths": args.depths}
     task.check(options)
+    if args.template and args.task.startswith("longbench:"):
+        raise ValueError("--template does not apply to LongBench tasks: they use LongBench's own prompts")
     out = Path(args.out)
     settings = run_settings(args)
     check_resume(out, settings)
@@ -207,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
                     sample.question,
                     config,
                     method=method,
-                    template=sample.template,
+                    template=args.template or sample.template,
                     progress=False,
                 )
                 prediction, score = result.text, task.score(result.text, sample)

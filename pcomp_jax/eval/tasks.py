@@ -19,6 +19,8 @@ from pcomp_jax import text as user_text
 from pcomp_jax.eval.metrics import contains, first_integer, longbench_score, word_match
 from pcomp_jax.parallelcomp.prompts import TEMPLATES, PromptTemplate
 
+DEFAULT_TEMPLATE = "qa"  # the library's default prompt, for the generated and InfiniteBench tasks (eval --template)
+
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
@@ -94,7 +96,7 @@ def synthetic(name: str, question: str, needle: Callable[[random.Random], tuple[
     """A task whose samples hide `needle(rng) -> (sentence, answer)` in noise at random depths."""
 
     def make(tokenizer, lengths, samples, seed, options):
-        template = TEMPLATES["retrieval"]
+        template = TEMPLATES[DEFAULT_TEMPLATE]
         out = []
         for length in lengths:
             rng = random.Random(f"{seed}-{name}-{length}")
@@ -204,7 +206,7 @@ def infinitebench_or_generated(name, question, needle, max_new_tokens, scorer):
                         context=field(r, "context"),
                         question=field(r, "input"),
                         answers=answers_of(r, "answer")[:1],
-                        template=TEMPLATES["retrieval"],
+                        template=TEMPLATES[DEFAULT_TEMPLATE],
                         max_new_tokens=max_new_tokens,
                         length=_bucket(file, r),
                         meta={"file": file},
@@ -261,7 +263,7 @@ def kv_retrieval_task() -> Task:
                         context="JSON data:\n" + json.dumps(pairs),
                         question=f"What is the value of the key {key} in the JSON object above?",
                         answers=(pairs[key],),
-                        template=TEMPLATES["retrieval"],
+                        template=TEMPLATES[DEFAULT_TEMPLATE],
                         max_new_tokens=100,
                         length=length,
                         meta={"pairs": n},
@@ -291,7 +293,7 @@ def niah_task() -> Task:
                         context=s.context,
                         question=s.question,
                         answers=(s.answer_key,),
-                        template=TEMPLATES["retrieval"],
+                        template=TEMPLATES[DEFAULT_TEMPLATE],
                         max_new_tokens=32,
                         length=length,
                         meta={"depth": round(depth, 3)},

@@ -114,8 +114,11 @@ class Calibration:
 class ParallelCompConfig:
     """ParallelComp settings.
 
-    chunk_tokens: context tokens per chunk (the prompt prefix and question come on top of these).
-    keep_chunks: chunks kept after chunk eviction (the lowest question NLL wins).
+    chunk_tokens: context tokens per chunk (the prompt prefix and question come on top of these). None (default):
+      the model's preset (`presets.preset_for`: 512 for models under 1B parameters, the paper's 7600 for 8K-window
+      models above); the value used is in `Result.stats["chunk_budget"]`.
+    keep_chunks: chunks kept after chunk eviction (the lowest question NLL wins). None (default): the model's
+      preset (2 for small models, the paper's 3 above).
     chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
       chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
       and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
@@ -126,8 +129,8 @@ class ParallelCompConfig:
     sampling: decoding options (greedy by default; EOS banned for the first token as in the official code).
     """
 
-    chunk_tokens: int = 2048
-    keep_chunks: int = 3
+    chunk_tokens: int | None = None
+    keep_chunks: int | None = None
     chunk_batch: int | None = None
     split: str = "tokens"
     eviction: TokenEviction | None = None
@@ -136,8 +139,9 @@ class ParallelCompConfig:
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
     def __post_init__(self):
-        _int("chunk_tokens", self.chunk_tokens)
-        _int("keep_chunks", self.keep_chunks)
+        for name in ("chunk_tokens", "keep_chunks"):
+            if getattr(self, name) is not None:
+                _int(name, getattr(self, name))
         if self.chunk_batch is not None:
             _int("chunk_batch", self.chunk_batch)
         _check(self.split in ("tokens", "chars"), f"split must be 'tokens' or 'chars', got {self.split!r}")

@@ -31,6 +31,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     second_prefill,
     select_chunks,
 )
+from pcomp_jax.parallelcomp.presets import resolve
 from pcomp_jax.parallelcomp.scoring import question_nll
 
 
@@ -52,6 +53,7 @@ def continuation_nll(
     if len(continuation_ids) < 2:
         raise InputError("the continuation needs at least 2 tokens")
     window = model.config.trained_context
+    config = resolve(config, model.config)
     if method == "parallelcomp":
         pieces = [context_ids[i : i + config.chunk_tokens] for i in range(0, len(context_ids), config.chunk_tokens)]
         prompt = ChunkedPrompt(

@@ -33,6 +33,7 @@ from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_pro
 from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
 from pcomp_jax.parallelcomp.eviction import evict_tokens, keep_context
 from pcomp_jax.parallelcomp.merge import merged_cache
+from pcomp_jax.parallelcomp.presets import resolve
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
@@ -207,14 +208,17 @@ def pad_ids(ids: list[int], length: int) -> np.ndarray:
     return out
 
 
-def check_config(config: ParallelCompConfig, model_config) -> None:
-    """Settings that cannot work with this model (checked from its config alone, before any weights load)."""
+def check_config(config: ParallelCompConfig, model_config) -> ParallelCompConfig:
+    """`config` with the model's preset for its unset knobs (`presets.resolve`); refuses settings that cannot work
+    with this model (checked from its config alone, before any weights load)."""
+    config = resolve(config, model_config)
     calibration = config.calibration
     if calibration is not None and calibration.layers[1] >= model_config.num_layers:
         raise InputError(
             f"calibration layers {calibration.layers[0]}-{calibration.layers[1]} go past the model's last layer "
             f"({model_config.num_layers - 1}; layers are 0-based)"
         )
+    return config
 
 
 def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
@@ -350,6 +354,7 @@ def finish_answer(model, prompt: ChunkedPrompt, config, backend: str, buffer, pl
         "num_chunks": prompt.num_chunks,
         "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
         "chunk_tokens": [len(p) for p in prompt.pieces],
+        "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
         "head_tokens": prompt.head_len,
         "question_tokens": q_len,
         "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
@@ -377,7 +382,7 @@ def generate(
     (`stats["empty_context"]` is True). `progress` shows a bar over chunk groups (default: when stderr is a
     terminal). Raises `InputError` or `PipelineConfigError` with a clear message for inputs that cannot run.
     """
-    _check_call(model, config, method)
+    config = _check_call(model, config, method)
     if not isinstance(context, str) or not isinstance(question, str):
         raise InputError("context and question must be strings")
     start = time.perf_counter()
@@ -407,7 +412,7 @@ def generate_from_ids(
     question` with no instruction or chat template (the model's BOS if its config has one). For callers that
     tokenize themselves, and for models without a tokenizer (random weights in benchmarks: `Result.text` is then
     empty). Same methods, statistics and errors as `generate`."""
-    _check_call(model, config, method)
+    config = _check_call(model, config, method)
     start = time.perf_counter()
     context_ids, question_ids = [int(t) for t in context_ids], [int(t) for t in question_ids]
     prompt = prompt_from_ids(context_ids, question_ids, chunk_tokens=config.chunk_tokens, bos=model.config.bos_token_id)
@@ -415,12 +420,13 @@ def generate_from_ids(
     return _answer(model, prompt, context_ids, config, method, progress, host_seconds, not context_ids)
 
 
-def _check_call(model, config, method: str) -> None:
+def _check_call(model, config, method: str) -> ParallelCompConfig:
+    """The resolved config of a call (see `check_config`)."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if not isinstance(config, ParallelCompConfig):
         raise InputError(f"config must be a ParallelCompConfig, got {config!r}")
-    check_config(config, model.config)
+    return check_config(config, model.config)
 
 
 def _answer(model, prompt, context_ids, config, method, progress, host_seconds, empty_context) -> Result:

@@ -187,7 +187,7 @@ def prefill_document(
     The chunking settings of `config` (chunk_tokens, split, chat) are the document's; its other settings (keep,
     eviction, calibration, sampling) are used by `answer`. Raises `InputError` for a template that puts the question
     before the document, and like `generate` for inputs that cannot run."""
-    check_config(config, model.config)
+    config = check_config(config, model.config)
     if not isinstance(context, str):
         raise InputError("context must be a string")
     start = time.perf_counter()
@@ -203,7 +203,7 @@ def prefill_document_ids(
     model, context_ids: list[int], config: ParallelCompConfig = ParallelCompConfig(), *, progress: bool | None = None
 ) -> Document:
     """The token-level `prefill_document`: chunks `[BOS] + piece`, for `answer_ids` (as `generate_from_ids`)."""
-    check_config(config, model.config)
+    config = check_config(config, model.config)
     ids = [int(t) for t in context_ids]
     prompt = prompt_from_ids(ids, [0], chunk_tokens=config.chunk_tokens, bos=model.config.bos_token_id)
     prompt = dataclasses.replace(prompt, suffix=())
