@@ -72,25 +72,29 @@ def test_greedy_continuation_matches_transformers(smollm2, smollm2_hf, prompt):
 
 
 def test_capital_of_france_is_paris(smollm2):
-    result = smollm2.complete("The capital of France is", Sampling(max_new_tokens=4))
+    # 16 new tokens as in the greedy test of the same prompt above: the same compiled prefill and decode
+    result = smollm2.complete("The capital of France is", Sampling(max_new_tokens=16))
     assert result.text.strip().startswith("Paris"), result.text
 
 
-def test_official_schedule_keeps_our_chunks_on_smollm2(smollm2_checkpoint, smollm2_hf):
+def test_official_schedule_keeps_our_chunks_on_smollm2(smollm2, smollm2_hf):
     """In compat mode (the official character split and keep 3), the re-implemented official schedule scores every
-    chunk like our pipeline and keeps the same chunks."""
-    from pcomp_jax import compat, generate, haystack, load
+    chunk like our pipeline and keeps the same chunks. Six chunks of 200 tokens; one new token on both sides (the
+    chunk scores and the kept chunks come before decoding)."""
+    from pcomp_jax import compat, generate, haystack
     from pcomp_jax.bench.peers import official_schedule
     from pcomp_jax.parallelcomp.chunking import chunk_prompt
     from pcomp_jax.parallelcomp.prompts import get_template
 
-    model = load(smollm2_checkpoint)
-    config = compat(model.config.trained_context).replace(chunk_tokens=400)
-    sample = haystack.build(model.tokenizer, haystack.essays_text(), 2400, 0.6)
+    model = smollm2
+    config = compat(model.config.trained_context).replace(
+        chunk_tokens=200, sampling=Sampling(max_new_tokens=1, min_new_tokens=1)
+    )
+    sample = haystack.build(model.tokenizer, haystack.essays_text(), 1200, 0.6)
     question = "What is the best thing to do in San Francisco?"
     ours = generate(model, sample.context, question, config, progress=False)
     prompt = chunk_prompt(
-        model.tokenizer, sample.context, question, get_template("qa"), chunk_tokens=400, split="chars", chat=False
+        model.tokenizer, sample.context, question, get_template("qa"), chunk_tokens=200, split="chars", chat=False
     )
     chunks = [prompt.chunk_ids(i) for i in range(prompt.num_chunks)]
     theirs = official_schedule(smollm2_hf, chunks, len(prompt.suffix), 3, 1, "cpu", bos_len=len(prompt.bos))
