@@ -19,16 +19,19 @@ def smollm2(smollm2_checkpoint):
 
 @pytest.mark.parametrize("depth", [0.3, 0.8])
 def test_parallelcomp_finds_a_needle_the_chunks_never_saw_together(smollm2, depth):
-    """A 5K-token haystack in 1K chunks: the needle's chunk has the lowest question NLL and the answer quotes it."""
+    """A 5K-token haystack in 1K chunks: the needle's chunk has the lowest question NLL and the answer quotes it.
+    The five chunks are prefilled as one group (chunk_batch=5; the default 4 makes groups of 3 and 2, two compiled
+    prefills, with the same results)."""
     from pcomp_jax import ParallelCompConfig, generate, haystack
 
     sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 5000, depth)
     config = ParallelCompConfig(
-        chunk_tokens=1024, keep_chunks=1, sampling=Sampling(max_new_tokens=24, min_new_tokens=1)
+        chunk_tokens=1024, keep_chunks=1, chunk_batch=5, sampling=Sampling(max_new_tokens=24, min_new_tokens=1)
     )
     result = generate(smollm2, sample.context, sample.question, config, template="retrieval", progress=False)
     scores = result.stats["chunk_scores"]
-    assert result.stats["num_chunks"] == 5 and result.stats["kept_chunks"] == [int(np.argmin(scores))]
+    assert result.stats["num_chunks"] == 5 and result.stats["prefill_groups"] == 1
+    assert result.stats["kept_chunks"] == [int(np.argmin(scores))]
     assert sample.correct(result.text), result.text
 
 
@@ -53,17 +56,20 @@ def test_generated_passkey_length_within_2_percent_in_smollm2_tokens(smollm2):
 
 
 def test_staged_answers_equal_generate_with_the_chat_template(smollm2):
-    """One 2K-token document prefilled once, two questions (chat template, so a tail after each question) with
-    token eviction: the same kept chunks and answers as `generate`, chunk scores within 1e-3."""
+    """One 1.2K-token document prefilled once, two questions (chat template, so a tail after each question) with
+    token eviction: the same kept chunks and answers as `generate`, chunk scores within 1e-3. Three 400-token chunks
+    run as one group, and both questions pad to the same question bucket, so the second question reuses every
+    compiled stage of the first."""
     from pcomp_jax import ParallelCompConfig, TokenEviction, generate, haystack
     from pcomp_jax.parallelcomp import staged
 
-    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 2000, 0.4)
+    sample = haystack.build(smollm2.tokenizer, haystack.essays_text(), 1200, 0.4)
     config = ParallelCompConfig(
-        chunk_tokens=700, keep_chunks=2, eviction=TokenEviction(capacity=256), sampling=Sampling(max_new_tokens=12)
+        chunk_tokens=400, keep_chunks=2, eviction=TokenEviction(capacity=256), sampling=Sampling(max_new_tokens=12)
     )
     document = staged.prefill_document(smollm2, sample.context, config, template="retrieval", progress=False)
-    for question in (sample.question, "What does the author say about startups?"):
+    assert document.stats["num_chunks"] == 3
+    for question in (sample.question, "What does the author say about startups and the people who start them?"):
         want = generate(smollm2, sample.context, question, config, template="retrieval", progress=False)
         got = staged.answer(smollm2, document, question, progress=False)
         assert got.stats["kept_chunks"] == want.stats["kept_chunks"] and got.tokens == want.tokens, question
