@@ -58,18 +58,28 @@ def test_derived_columns():
     assert derive({"status": "out of memory"}, c, {}, ceil) == {"status": "out of memory"}
 
 
-def test_smoke_runs_every_method_and_writes_json_and_plot(tmp_path):
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`--smoke --mesh chunks=2` on 2 virtual CPU devices, run once for the two tests below: every method of the
+    smoke run plus the parallelcomp-mesh row (the one-device rows only use the first device). (completed process,
+    JSON result, output directory)"""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "-m", "pcomp_jax.bench", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "pcomp_jax.bench", "--smoke", "--mesh", "chunks=2", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text()), out.parent
+
+
+def test_smoke_runs_every_method_and_writes_json_and_plot(smoke_run):
+    proc, result, out_dir = smoke_run
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"parallelcomp", "dense", "hf", "official"}
+    assert set(rows) == {"parallelcomp", "parallelcomp-mesh", "dense", "hf", "official"}
     for method, r in rows.items():
         assert r["status"] == "ok", (method, r["status"])
         assert r["prefill_s"] > 0 and r["tokens_per_s"] > 0 and r["decode_ms_per_token"] > 0
@@ -77,7 +87,7 @@ def test_smoke_runs_every_method_and_writes_json_and_plot(tmp_path):
     assert rows["official"]["chunks"] == 4 and len(rows["official"]["kept_chunks"]) == 3
     assert result["ceilings"]["matmul_flops_per_s"] > 0 and result["ceilings"]["copy_bytes_per_s"] > 0
     assert "| 1K | parallelcomp |" in proc.stdout and "matmul peak" in proc.stdout
-    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    assert (out_dir / "bench.png").stat().st_size > 10_000
 
 
 def test_bad_options_are_one_line_errors(capsys):
@@ -128,17 +138,11 @@ def test_a_named_shape_is_driven_with_a_tokenizer_on_both_sides(tiny_checkpoint,
     assert main(["--tokenizer", str(tiny_checkpoint[0]), "--model", str(tiny_checkpoint[0])]) == 2
 
 
-def test_mesh_row_on_virtual_devices(tmp_path):
+def test_mesh_row_on_virtual_devices(smoke_run):
     """--mesh chunks=2 on 2 virtual CPU devices: a parallelcomp-mesh row with the one-device answer and a speed-up
     line."""
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    cmd = ["--smoke", "--mesh", "chunks=2", "--baselines", ",", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pcomp_jax.bench", *cmd], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    proc, result, _ = smoke_run
+    rows = {r["method"]: r for r in result["rows"]}
     assert rows["parallelcomp-mesh"]["status"] == "ok" and rows["parallelcomp-mesh"]["devices"] == 2
     assert rows["parallelcomp-mesh"]["tokens"] == rows["parallelcomp"]["tokens"]
     assert rows["parallelcomp-mesh"]["kept_chunks"] == rows["parallelcomp"]["kept_chunks"]
