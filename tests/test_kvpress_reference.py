@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pcomp_jax import load
 from pcomp_jax.attention import last_rows
-from pcomp_jax.model import forward
+from pcomp_jax.model import forward as eager_forward
 from pcomp_jax.parallelcomp.config import TokenEviction
 from pcomp_jax.parallelcomp.eviction import select_tokens
 
@@ -24,6 +25,7 @@ DATA = Path(__file__).parent / "data" / "kvpress_snapkv_smollm2.npz"
 WINDOW, KERNEL = 32, 5
 
 pytestmark = pytest.mark.slow
+forward = jax.jit(eager_forward, static_argnums=1, static_argnames=("attention_backend",))
 
 
 def test_kept_tokens_equal_kvpress_snapkv(smollm2_checkpoint):
