@@ -1,5 +1,5 @@
-"""Sweep ParallelComp's user-facing knobs on a real checkpoint: chunk size x keep x template x chat, on passkey, NIAH
-and LongBench multi_news (issue 13: the table that chooses the defaults for small models, docs/RESULTS.md).
+"""Sweep ParallelComp's user-facing knobs on a real checkpoint: chunk size x keep x template x chat (x positions), on
+passkey, NIAH and LongBench multi_news (issue 13: the table that chooses the defaults for small models, docs/RESULTS.md).
 
     python benchmarks/sweep_defaults.py --ckpt CKPT --dtype bfloat16 --out DIR \\
         --chunk-tokens 512,1024,2048 --keep 1,2,3 --templates qa,retrieval --chat on,off \\
@@ -47,13 +47,15 @@ class Cell:
     keep: int
     template: str  # "" for multi_news (LongBench's own prompt)
     chat: bool
+    positions: str = "shared"  # ParallelCompConfig.positions; named in the cell only when not the default
 
     @property
     def name(self) -> str:
         chat = "chat" if self.chat else "plain"
         if self.method in ("truncate", "full"):
             return f"{self.task}/{self.method}/{self.template or 'longbench'}/{chat}"
-        return f"{self.task}/{self.method}/c{self.chunk}/k{self.keep}/{self.template or 'longbench'}/{chat}"
+        name = f"{self.task}/{self.method}/c{self.chunk}/k{self.keep}/{self.template or 'longbench'}/{chat}"
+        return name if self.positions == "shared" else f"{name}/{self.positions}"
 
 
 def build_samples(model, spec: str, args) -> tuple[str, list]:
@@ -79,22 +81,26 @@ def grid_cells(args, tasks: list[str]) -> list[Cell]:
     chunks = [int(x) for x in args.chunk_tokens.split(",")]
     keeps = [int(x) for x in args.keep.split(",")]
     templates = args.templates.split(",")
+    positions = args.positions.split(",")
     methods = ["parallelcomp"] + ([f"evict-{args.evict}"] if args.evict else [])
     cells = []
     for task in tasks:  # baselines first: every cell is compared with them
         for method in filter(None, args.baselines.split(",")):
             cells.append(Cell(task, method, 0, 0, "" if task == "multi_news" else templates[0], chats[0]))
-    for chat, chunk, keep, template, method in itertools.product(chats, chunks, keeps, templates, methods):
+    grid = itertools.product(positions, chats, chunks, keeps, templates, methods)
+    for where, chat, chunk, keep, template, method in grid:
         for task in tasks:
             if task == "multi_news" and (template != templates[0] or method != "parallelcomp"):
-                continue  # LongBench's prompt: one run per chunk x keep x chat
-            cells.append(Cell(task, method, chunk, keep, "" if task == "multi_news" else template, chat))
+                continue  # LongBench's prompt: one run per chunk x keep x chat (x positions)
+            cells.append(Cell(task, method, chunk, keep, "" if task == "multi_news" else template, chat, where))
     return cells
 
 
 def run_cell(model, cell: Cell, samples, task) -> list[dict]:
     method = cell.method if cell.method in ("truncate", "full") else "parallelcomp"
-    config = ParallelCompConfig(chunk_tokens=cell.chunk or 2048, keep_chunks=cell.keep or 1, chat=cell.chat)
+    config = ParallelCompConfig(
+        chunk_tokens=cell.chunk or 2048, keep_chunks=cell.keep or 1, chat=cell.chat, positions=cell.positions
+    )
     if cell.method.startswith("evict-"):
         capacity = max(1, round(cell.chunk * float(cell.method.split("-", 1)[1])))
         config = config.replace(eviction=TokenEviction(capacity=capacity))
@@ -153,15 +159,18 @@ def summarize(cells: list[Cell], rows: list[dict]) -> list[dict]:
 
 def rank(summary: list[dict]) -> list[dict]:
     """The pick rule (module docstring) over parallelcomp cells that ran on every task."""
-    score = {(s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"]): s["score"] for s in summary}
+    score = {
+        (s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"], s["positions"]): s["score"]
+        for s in summary
+    }
     truncate_news = next((s["score"] for s in summary if s["task"] == "multi_news" and s["method"] == "truncate"), None)
     ranked = []
     for s in summary:
         if s["method"] != "parallelcomp" or s["task"] != "passkey":
             continue
-        key = (s["chunk"], s["keep"], s["template"], s["chat"])
+        key = (s["chunk"], s["keep"], s["template"], s["chat"], s["positions"])
         niah = score.get(("niah", "parallelcomp", *key))
-        news = score.get(("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"]))
+        news = score.get(("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"], s["positions"]))
         if niah is None:
             continue
         ok = news is None or truncate_news is None or news >= truncate_news
@@ -171,6 +180,7 @@ def rank(summary: list[dict]) -> list[dict]:
                 "keep": s["keep"],
                 "template": s["template"],
                 "chat": s["chat"],
+                "positions": s["positions"],
                 "passkey": s["score"],
                 "niah": niah,
                 "multi_news": news,
@@ -188,12 +198,13 @@ def table(summary: list[dict], ranked: list[dict]) -> str:
     for s in summary:
         by = ", ".join(f"{int(k) // 1024}K {v:.0f}" for k, v in s["by_length"].items())
         lines.append(f"| {s['cell']} | {s['n']} | {s['score']:.1f} | {by} | {s['median_seconds']:.2f} |")
-    lines += ["", "| rank | chunk | keep | template | chat | passkey | niah | multi_news | >= truncate |"]
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines += ["", "| rank | chunk | keep | template | chat | positions | passkey | niah | multi_news | >= truncate |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(ranked, 1):
         news = "" if r["multi_news"] is None else f"{r['multi_news']:.2f}"
         lines.append(
             f"| {i} | {r['chunk']} | {r['keep']} | {r['template']} | {'on' if r['chat'] else 'off'} | "
+            f"{r['positions']} | "
             f"{r['passkey']:.0f} | {r['niah']:.0f} | {news} | {'yes' if r['multi_news_ok'] else 'no'} |"
         )
     return "\n".join(lines)
@@ -233,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", default="1,2,3")
     p.add_argument("--templates", default="qa,retrieval")
     p.add_argument("--chat", default="on,off")
+    p.add_argument("--positions", default="shared", help="shared,consecutive (ParallelCompConfig.positions)")
     p.add_argument("--task", action="append", default=[], help="passkey:LENGTHS, passkey_ib, niah:LENGTHS, multi_news")
     p.add_argument("--samples", type=int, default=10, help="passkey samples per length (default 10)")
     p.add_argument("--multi-news-samples", type=int, default=20)

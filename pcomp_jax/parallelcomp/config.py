@@ -14,6 +14,7 @@ import numbers
 from pcomp_jax.decoding import Sampling
 
 REGIONS = ("sink", "recent", "middle", "all")
+POSITIONS = ("shared", "consecutive")
 
 
 class PipelineConfigError(ValueError):
@@ -125,6 +126,11 @@ class ParallelCompConfig:
       4 on a CPU); the choice is in `Result.stats["chunk_batch"]`.
     split: "tokens" (exact token budget, default) or "chars" (the official character split, for parity checks).
     eviction: optional token eviction inside chunks; calibration: optional attention calibration.
+    positions: where the kept chunks sit when the question reads them. "shared" (default, the paper): each keeps
+      the positions it was prefilled at, all from 0, and the question follows the longest. "consecutive": the kept
+      chunks move to consecutive positions in document order (their cached keys are rotated; every BOS but the first
+      is dropped as before), so they read as one short document; needs the kept chunks, the question and the answer
+      to fit the training window.
     chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
     sampling: decoding options (greedy by default; EOS banned for the first token as in the official code).
     """
@@ -135,6 +141,7 @@ class ParallelCompConfig:
     split: str = "tokens"
     eviction: TokenEviction | None = None
     calibration: Calibration | None = None
+    positions: str = "shared"
     chat: bool | None = None
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
@@ -147,6 +154,7 @@ class ParallelCompConfig:
         _check(self.split in ("tokens", "chars"), f"split must be 'tokens' or 'chars', got {self.split!r}")
         _optional("eviction", self.eviction, TokenEviction)
         _optional("calibration", self.calibration, Calibration)
+        _check(self.positions in POSITIONS, f"positions must be one of {POSITIONS}, got {self.positions!r}")
         _check(self.chat in (None, True, False), f"chat must be True, False or None, got {self.chat!r}")
         _check(isinstance(self.sampling, Sampling), f"sampling must be a Sampling, got {self.sampling!r}")
 

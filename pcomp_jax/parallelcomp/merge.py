@@ -11,13 +11,16 @@ import jax.numpy as jnp
 
 from pcomp_jax.cache import KVCache
 from pcomp_jax.parallelcomp.select import ChunkSet
+from pcomp_jax.rope import rope_tables
 
 
-def merged_cache(chunks: ChunkSet, *, bos_len: int) -> tuple[KVCache, jax.Array]:
+def merged_cache(chunks: ChunkSet, *, bos_len: int, consecutive_rope=None) -> tuple[KVCache, jax.Array]:
     """A batch-1 KVCache over `chunks` (already in document order) and the question's first position.
 
-    The question starts after the longest kept chunk's uncompressed context (BOS + prefix + text), as in the
-    official code (docs/ALGORITHM.md 1.6, 2.7).
+    By default every chunk keeps its prefill positions (all from 0) and the question starts after the longest kept
+    chunk's uncompressed context (BOS + prefix + text), as in the official code (docs/ALGORITHM.md 1.6, 2.7). With
+    `consecutive_rope` (the model config) each chunk's keys are rotated so the chunks follow one another (a chunk's
+    first token after its BOS right after the previous chunk's last) and the question follows the last.
     """
     n, layers, slots, heads, h = chunks.k.shape
     real = chunks.index >= 0  # [n]
@@ -25,7 +28,25 @@ def merged_cache(chunks: ChunkSet, *, bos_len: int) -> tuple[KVCache, jax.Array]
     if bos_len:
         not_first_bos = (jnp.arange(n)[:, None] > 0) & (jnp.arange(slots)[None, :] < bos_len)  # [n, S_c]
         keep = keep & ~not_first_bos[:, None, :, None]
+    k = chunks.k
+    if consecutive_rope is None:
+        first_position = jnp.max(jnp.where(real, chunks.context_len, 0))
+    else:
+        advance = jnp.where(real, chunks.context_len - bos_len, 0)  # [n]
+        offset = jnp.cumsum(advance) - advance  # chunk j moves by the tokens of the chunks before it
+        k = shift_keys(k, offset, consecutive_rope)
+        first_position = jnp.sum(advance) + bos_len
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
-    cache = KVCache.from_stacked(as_layers(chunks.k), as_layers(chunks.v), as_layers(keep), n * slots)
-    first_position = jnp.max(jnp.where(real, chunks.context_len, 0))
+    cache = KVCache.from_stacked(as_layers(k), as_layers(chunks.v), as_layers(keep), n * slots)
     return cache, first_position
+
+
+def shift_keys(k: jax.Array, offset: jax.Array, rope_config) -> jax.Array:
+    """Keys k [n, L, S, K, H] rotated by RoPE as if each chunk's positions were `offset` [n] later (a rotation by
+    p + d is the rotation by p followed by the rotation by d), in float32, back in k's dtype."""
+    cos, sin = rope_tables(rope_config, offset)  # [n, H]
+    cos, sin = cos[:, None, None, None], sin[:, None, None, None]
+    x = k.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return (x * cos + rotated * sin).astype(k.dtype)

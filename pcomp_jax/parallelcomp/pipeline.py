@@ -62,6 +62,7 @@ class Plan:
     bos_len: int
     eviction: TokenEviction | None
     backend: str
+    positions: str = "shared"
 
     @property
     def chunk_slots(self) -> int:
@@ -177,7 +178,8 @@ def second_prefill(
     """Merge the kept chunks and prefill the question over them; returns the last logits [1, V] (or, with
     `every_position`, logits at every question position [1, Qp, V]), the cache, the next position, kept indices."""
     chunks = document_order(buffer)
-    cache, first_position = merged_cache(chunks, bos_len=plan.bos_len)
+    rope = config if plan.positions == "consecutive" else None
+    cache, first_position = merged_cache(chunks, bos_len=plan.bos_len, consecutive_rope=rope)
     qp = q_tokens.shape[0]
     cache = cache.grow(qp + extra)
     positions = first_position + jnp.arange(qp)
@@ -221,6 +223,17 @@ def check_config(config: ParallelCompConfig, model_config) -> ParallelCompConfig
     return config
 
 
+def make_plan(prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str) -> Plan:
+    return Plan(
+        keep=min(config.keep_chunks, prompt.num_chunks),  # a short document needs no room for more
+        context_slots=prompt.context_slots,
+        bos_len=len(prompt.bos),
+        eviction=config.eviction,
+        backend=backend,
+        positions=config.positions,
+    )
+
+
 def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None:
     window = model.config.trained_context
     longest = max(len(p) for p in prompt.pieces)
@@ -231,6 +244,14 @@ def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None
             f"+ {longest} (chunk text) + {len(prompt.suffix)} (question) + {config.sampling.max_new_tokens} (answer) "
             f"= {need}; lower chunk_tokens or max_new_tokens"
         )
+    if config.positions == "consecutive":
+        keep = min(config.keep_chunks, prompt.num_chunks)
+        need = keep * (prompt.head_len + longest) - (keep - 1) * len(prompt.bos) + need - prompt.head_len - longest
+        if need > window:
+            raise InputError(
+                f"positions='consecutive' needs the {keep} kept chunks, the question and the answer in the model's "
+                f"{window}-token training window ({need} tokens); lower chunk_tokens or keep_chunks, or use 'shared'"
+            )
 
 
 def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
@@ -238,13 +259,7 @@ def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, back
     question tokens padded to their bucket)."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
-    plan = Plan(
-        keep=min(config.keep_chunks, prompt.num_chunks),  # a short document needs no room for more
-        context_slots=prompt.context_slots,
-        bos_len=len(prompt.bos),
-        eviction=config.eviction,
-        backend=backend,
-    )
+    plan = make_plan(prompt, config, backend)
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
     targets, target_valid = pad_ids(list(prompt.suffix), qp), np.arange(qp) < q_len

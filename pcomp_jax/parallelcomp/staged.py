@@ -54,6 +54,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     check_fits,
     default_chunk_batch,
     finish_answer,
+    make_plan,
     pad_ids,
     pad_slots,
 )
@@ -220,7 +221,7 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
     start = time.perf_counter()
     slots = prompt.context_slots
     full = round_up(slots, CHUNK_BUCKET)
-    plan = _plan(prompt, config, backend)
+    plan = make_plan(prompt, config, backend)
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
     schedule = plan_groups([prompt.context_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
     groups = []
@@ -252,16 +253,6 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
         "document_seconds": round(time.perf_counter() - start, 3),
     }
     return Document(prompt, config, template, chat, tuple(groups), placement, stats)
-
-
-def _plan(prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str) -> Plan:
-    return Plan(
-        keep=min(config.keep_chunks, prompt.num_chunks),
-        context_slots=prompt.context_slots,
-        bos_len=len(prompt.bos),
-        eviction=config.eviction,
-        backend=backend,
-    )
 
 
 def _placement(model, nbytes: int) -> str:
@@ -335,7 +326,7 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
     if progress is None:
         progress = sys.stderr.isatty()
     start = time.perf_counter()
-    plan = _plan(prompt, config, backend)
+    plan = make_plan(prompt, config, backend)
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
     question = pad_ids(list(prompt.suffix), qp)
