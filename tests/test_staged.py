@@ -6,46 +6,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hf_tiny import _our_config, params_from_hf, tiny_hf_model, tiny_tokenizer
+from tiny_pipeline import TEMPLATE, cfg, same, text, tiny_model
 
 from pcomp_jax import Model
-from pcomp_jax.decoding import Sampling
 from pcomp_jax.parallelcomp import staged
 from pcomp_jax.parallelcomp.chunking import InputError
-from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
+from pcomp_jax.parallelcomp.config import Calibration, TokenEviction
 from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
 from pcomp_jax.parallelcomp.prompts import PromptTemplate
 
-WORDS = "alpha beta gamma delta river stone cloud paper garden silver window orange market yellow music".split()
-TEMPLATE = PromptTemplate(prefix="Read: ", suffix=" Q: {question} A:")
 QUESTIONS = ["what is the key?", "which river is it?", "why?"]
-
-
-def text(n_words: int, seed: int = 0) -> str:
-    return " ".join(np.random.default_rng(seed).choice(WORDS, n_words))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["bos", "nobos"])
 def model(request) -> Model:
-    hf = tiny_hf_model("llama", heads=4, kv_heads=2, layers=2)
-    return Model(
-        params=params_from_hf(hf),
-        config=_our_config(hf),
-        tokenizer=tiny_tokenizer(bos=request.param),
-        attention_backend="reference",
-    )
-
-
-def cfg(**kw) -> ParallelCompConfig:
-    base = dict(chunk_tokens=48, keep_chunks=2, chunk_batch=2, chat=False, sampling=Sampling(max_new_tokens=6))
-    return ParallelCompConfig(**{**base, **kw})
-
-
-def same(got, want):
-    assert got.tokens == want.tokens and got.text == want.text
-    for key in ("kept_chunks", "num_chunks", "cache_tokens_per_layer", "question_position", "question_tokens"):
-        assert got.stats[key] == want.stats[key], key
-    np.testing.assert_allclose(got.stats["chunk_scores"], want.stats["chunk_scores"], atol=2e-4)
+    return tiny_model(bos=request.param)
 
 
 @pytest.mark.parametrize(

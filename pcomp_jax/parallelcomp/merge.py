@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from pcomp_jax.cache import KVCache
-from pcomp_jax.parallelcomp.select import ChunkSet
+from pcomp_jax.parallelcomp.select import ChunkSet, document_order, per_document
 from pcomp_jax.rope import rope_tables
 
 
@@ -39,6 +39,22 @@ def merged_cache(chunks: ChunkSet, *, bos_len: int, consecutive_rope=None) -> tu
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
     cache = KVCache.from_stacked(as_layers(k), as_layers(chunks.v), as_layers(keep), n * slots)
     return cache, first_position
+
+
+def merged_batch(chunks: ChunkSet, docs: int, *, bos_len: int, consecutive_rope=None):
+    """The merged caches of a batch of documents as one KVCache [docs, S, K, H] (every row's chunks in document
+    order; rows differ only in which slots are valid), the question's first position [docs], and the kept chunk
+    indices [docs, keep] in document order (-1: empty). `chunks` is document-major (`select.keep_lowest`)."""
+
+    def one(c: ChunkSet):
+        c = document_order(c)
+        cache, first_position = merged_cache(c, bos_len=bos_len, consecutive_rope=consecutive_rope)
+        return cache.k, cache.v, cache.valid, first_position, c.index
+
+    k, v, valid, first_position, index = jax.vmap(one)(per_document(chunks, docs))
+    rows = lambda layers: tuple(x[:, 0] for x in layers)  # [docs, 1, S, ...] -> [docs, S, ...]
+    end = (chunks.count // docs) * chunks.k.shape[2]
+    return KVCache(k=rows(k), v=rows(v), valid=rows(valid), end=jnp.int32(end)), first_position, index
 
 
 def shift_keys(k: jax.Array, offset: jax.Array, rope_config) -> jax.Array:

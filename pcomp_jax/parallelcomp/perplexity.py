@@ -65,13 +65,13 @@ def continuation_nll(
         )
         if config.chunk_tokens + len(continuation_ids) > window:
             raise InputError("chunk + continuation exceed the training window; lower chunk_tokens")
-        buffer, plan, _, _, q, _ = select_chunks(model, prompt, config, backend, progress=False)
-        q_len, qp = len(continuation_ids), len(q)
+        buffer, plan, _, _, questions, _ = select_chunks(model, [prompt], config, backend, progress=False)
+        q, q_len, qp = questions[0], len(continuation_ids), questions.shape[1]
         logits, _, _, kept = second_prefill(
             model.params,
             buffer,
-            jnp.asarray(q),
-            jnp.int32(q_len),
+            jnp.asarray(questions),
+            jnp.asarray([q_len], jnp.int32),
             config=model.config,
             plan=plan,
             calibration=config.calibration,
@@ -80,7 +80,7 @@ def continuation_nll(
         )
         targets = np.concatenate([q[1:], [0]])
         nll = question_nll(logits[0], jnp.asarray(targets), jnp.arange(qp) < q_len - 1)
-        return float(nll), {"num_chunks": len(pieces), "kept_chunks": sorted(int(i) for i in kept if i >= 0)}
+        return float(nll), {"num_chunks": len(pieces), "kept_chunks": sorted(int(i) for i in kept[0] if i >= 0)}
     if method == "truncate":
         context_ids = middle_truncate(context_ids, window - len(continuation_ids))
     ids = list(context_ids) + list(continuation_ids)

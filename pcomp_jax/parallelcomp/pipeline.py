@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -32,12 +33,12 @@ from pcomp_jax.parallelcomp.calibration import calibration_filter
 from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, prompt_from_ids, round_up
 from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, TokenEviction
 from pcomp_jax.parallelcomp.eviction import evict_tokens, keep_context
-from pcomp_jax.parallelcomp.merge import merged_cache
+from pcomp_jax.parallelcomp.merge import merged_batch
 from pcomp_jax.parallelcomp.presets import resolve
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
-from pcomp_jax.parallelcomp.select import ChunkSet, concat, document_order, keep_lowest
+from pcomp_jax.parallelcomp.select import ChunkSet, concat, keep_lowest
 from pcomp_jax.sharding import chunk_shards
 
 METHODS = ("parallelcomp", "full", "truncate", "streaming")
@@ -63,6 +64,7 @@ class Plan:
     eviction: TokenEviction | None
     backend: str
     positions: str = "shared"
+    docs: int = 1  # documents in the batch, each keeping its own `keep` chunks
 
     @property
     def chunk_slots(self) -> int:
@@ -79,6 +81,7 @@ def _group_body(
     total_len,
     context_len,
     index,
+    doc,
     targets,
     target_valid,
     observe_end,
@@ -86,14 +89,16 @@ def _group_body(
     config,
     plan: Plan,
 ):
-    """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep the best in the buffer.
+    """Prefill a group of chunks [C, T] in parallel, score them, compress them, and keep each document's best in the
+    buffer.
 
+    doc [C]: each chunk's document row; targets, target_valid [docs, Qp]: each document's question tokens.
     observe_end [C]: token eviction observes the `window` tokens before this index (the end of the question, before
     any chat-template tail)."""
     t = tokens.shape[1]
-    qp = targets.shape[0]
+    qp = targets.shape[1]
 
-    def one_chunk(tok, total, ctx, end):
+    def one_chunk(tok, total, ctx, end, targets, target_valid):
         pos = jnp.arange(t)
         logits_at = jnp.clip(ctx - 1 + jnp.arange(qp), 0, t - 1)  # logits predicting the question tokens
         score_rows = None
@@ -131,10 +136,10 @@ def _group_body(
             )
         return k, v, valid, nll
 
-    k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len, observe_end)
+    k, v, valid, nll = jax.vmap(one_chunk)(tokens, total_len, context_len, observe_end, targets[doc], target_valid[doc])
     nll = jnp.where(index >= 0, nll, jnp.inf)
-    group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index)
-    return keep_lowest(concat(buffer, group), plan.keep), nll
+    group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index, doc=doc)
+    return keep_lowest(concat(buffer, group), plan.keep, plan.docs), nll
 
 
 _group_step = functools.partial(jax.jit, static_argnames=("config", "plan"))(_group_body)
@@ -142,7 +147,20 @@ _group_step = functools.partial(jax.jit, static_argnames=("config", "plan"))(_gr
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "mesh"))
 def _sharded_group_step(
-    params, buffer, tokens, total_len, context_len, index, targets, target_valid, observe_end, *, config, plan, mesh
+    params,
+    buffer,
+    tokens,
+    total_len,
+    context_len,
+    index,
+    doc,
+    targets,
+    target_valid,
+    observe_end,
+    *,
+    config,
+    plan,
+    mesh,
 ):
     """`_group_step` with the group's rows and the buffer split over the mesh's `chunks` axis: each shard prefills
     its rows and keeps its own `plan.keep` best (pcomp_jax/sharding.py)."""
@@ -150,16 +168,16 @@ def _sharded_group_step(
     step = jax.shard_map(
         functools.partial(_group_body, config=config, plan=plan),
         mesh=mesh,
-        in_specs=(same, rows, rows, rows, rows, rows, same, same, rows),
+        in_specs=(same, rows, rows, rows, rows, rows, rows, same, same, rows),
         out_specs=(rows, rows),
     )
-    return step(params, buffer, tokens, total_len, context_len, index, targets, target_valid, observe_end)
+    return step(params, buffer, tokens, total_len, context_len, index, doc, targets, target_valid, observe_end)
 
 
-@functools.partial(jax.jit, static_argnames=("keep",))
-def _merge_shards(buffer: ChunkSet, *, keep: int) -> ChunkSet:
-    """The `keep` best of the shards' buffers, once after the last group."""
-    return keep_lowest(buffer, keep)
+@functools.partial(jax.jit, static_argnames=("keep", "docs"))
+def _merge_shards(buffer: ChunkSet, *, keep: int, docs: int) -> ChunkSet:
+    """Each document's `keep` best of the shards' buffers, once after the last group."""
+    return keep_lowest(buffer, keep, docs)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra", "every_position"))
@@ -175,27 +193,30 @@ def second_prefill(
     extra: int,
     every_position: bool = False,
 ):
-    """Merge the kept chunks and prefill the question over them; returns the last logits [1, V] (or, with
-    `every_position`, logits at every question position [1, Qp, V]), the cache, the next position, kept indices."""
-    chunks = document_order(buffer)
+    """Merge each document's kept chunks and prefill its question over them, a batch row per document.
+
+    q_tokens [docs, Qp], q_len [docs]. Returns the last logits [docs, V] (or, with `every_position`, logits at every
+    question position [docs, Qp, V]), the cache, the next positions [docs], the kept indices [docs, keep]."""
     rope = config if plan.positions == "consecutive" else None
-    cache, first_position = merged_cache(chunks, bos_len=plan.bos_len, consecutive_rope=rope)
-    qp = q_tokens.shape[0]
+    cache, first_position, kept = merged_batch(buffer, plan.docs, bos_len=plan.bos_len, consecutive_rope=rope)
+    qp = q_tokens.shape[1]
     cache = cache.grow(qp + extra)
-    positions = first_position + jnp.arange(qp)
+    positions = first_position[:, None] + jnp.arange(qp)[None]  # [docs, Qp]
+    token_valid = jnp.arange(qp)[None] < q_len[:, None]
+    logits_at = jnp.broadcast_to(jnp.arange(qp), positions.shape) if every_position else (q_len - 1)[:, None]
     out, cache = forward(
         params,
         config,
-        q_tokens[None],
-        positions[None],
+        q_tokens,
+        positions,
         cache,
-        token_valid=(jnp.arange(qp) < q_len)[None],
-        logits_at=jnp.arange(qp)[None] if every_position else jnp.reshape(q_len - 1, (1, 1)),
+        token_valid=token_valid,
+        logits_at=logits_at,
         key_filter=None if calibration is None else calibration_filter(calibration),
         attention_backend=plan.backend,
     )
     logits = out.logits if every_position else out.logits[:, 0]
-    return logits, cache, first_position + q_len, chunks.index
+    return logits, cache, first_position + q_len, kept
 
 
 def pad_slots(k, v, valid, room: int):
@@ -223,14 +244,17 @@ def check_config(config: ParallelCompConfig, model_config) -> ParallelCompConfig
     return config
 
 
-def make_plan(prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str) -> Plan:
+def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, backend: str) -> Plan:
+    """The static plan of a batch of documents (one or more prompts, each with its own question). Chunk caches take
+    the largest context budget of the batch: a shorter document's extra slots are invalid keys."""
     return Plan(
-        keep=min(config.keep_chunks, prompt.num_chunks),  # a short document needs no room for more
-        context_slots=prompt.context_slots,
-        bos_len=len(prompt.bos),
+        keep=min(config.keep_chunks, max(p.num_chunks for p in prompts)),  # short documents need no room for more
+        context_slots=max(p.context_slots for p in prompts),
+        bos_len=len(prompts[0].bos),
         eviction=config.eviction,
         backend=backend,
         positions=config.positions,
+        docs=len(prompts),
     )
 
 
@@ -254,21 +278,25 @@ def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None
             )
 
 
-def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
-    """Prefill every chunk group, score and keep the best: (buffer, plan, per-chunk scores, peak caches alive, the
-    question tokens padded to their bucket)."""
+def select_chunks(model, prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, backend: str, progress: bool):
+    """Prefill every chunk of a batch of documents (their chunks share the groups), score each against its own
+    document's question and keep each document's best: (buffer [docs * keep], plan, each document's chunk scores,
+    peak caches alive, the questions padded to their bucket [docs, Qp], schedule statistics)."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
-    plan = make_plan(prompt, config, backend)
-    q_len = len(prompt.suffix)
-    qp = round_up(q_len, QUESTION_BUCKET)
-    targets, target_valid = pad_ids(list(prompt.suffix), qp), np.arange(qp) < q_len
-    full = round_up(prompt.context_slots + q_len, CHUNK_BUCKET)
+    plan = make_plan(prompts, config, backend)
+    q_lens = np.array([len(p.suffix) for p in prompts])
+    qp = round_up(int(q_lens.max()), QUESTION_BUCKET)
+    questions = np.stack([pad_ids(list(p.suffix), qp) for p in prompts])  # [docs, Qp]
+    target_valid = np.arange(qp)[None] < q_lens[:, None]
+    full = round_up(plan.context_slots + int(q_lens.max()), CHUNK_BUCKET)
     shards = chunk_shards(model.mesh)  # a group's rows split over the mesh's chunks axis, a buffer per shard
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full) * shards
-    groups = plan_groups([prompt.chunk_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
+    chunks = [(d, i) for d, p in enumerate(prompts) for i in range(p.num_chunks)]  # (document row, chunk index)
+    groups = plan_groups([prompts[d].chunk_len(i) for d, i in chunks], full, chunk_batch)
+    layout = np.tile(np.repeat(np.arange(plan.docs), plan.keep), shards)  # each shard's buffer: [docs, keep]
     buffer = ChunkSet.empty(
-        plan.keep * shards, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params)
+        len(layout), mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params), doc=layout
     )
     step = _group_step if shards == 1 else functools.partial(_sharded_group_step, mesh=model.mesh)
     group_nlls = []  # device arrays, read once at the end: no host synchronisation between groups
@@ -276,12 +304,14 @@ def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, back
     for group in tqdm(groups, desc="chunk groups", unit="group", disable=not progress, file=sys.stderr):
         size = round_up(len(group.members), shards)  # rows past the members are empty (index -1, score +inf)
         tokens = np.zeros((size, group.length), np.int32)
-        total, ctx = (np.zeros((size,), np.int32) for _ in range(2))
+        total, ctx, doc, observe_end = (np.zeros((size,), np.int32) for _ in range(4))
         index = np.full((size,), -1, np.int32)
-        for row, i in enumerate(group.members):
-            ids = prompt.chunk_ids(i)
+        for row, m in enumerate(group.members):
+            d, i = chunks[m]
+            ids = prompts[d].chunk_ids(i)
             tokens[row, : len(ids)] = ids
-            total[row], ctx[row], index[row] = len(ids), prompt.context_len(i), i
+            total[row], ctx[row], index[row], doc[row] = len(ids), prompts[d].context_len(i), i, d
+            observe_end[row] = len(ids) - prompts[d].tail_len
         peak = max(peak, buffer.count + size)  # the buffer and this group are all the chunk caches alive
         buffer, nll = step(
             model.params,
@@ -290,24 +320,26 @@ def select_chunks(model, prompt: ChunkedPrompt, config: ParallelCompConfig, back
             total,
             ctx,
             index,
-            targets,
+            doc,
+            questions,
             target_valid,
-            total - prompt.tail_len,
+            observe_end,
             config=mc,
             plan=plan,
         )
-        group_nlls.append((group.members, nll))
+        group_nlls.append(([chunks[m] for m in group.members], nll))
     if shards > 1:
-        buffer = _merge_shards(buffer, keep=plan.keep)
-    scores = np.zeros((prompt.num_chunks,), np.float32)
+        buffer = _merge_shards(buffer, keep=plan.keep, docs=plan.docs)
+    scores = [np.zeros((p.num_chunks,), np.float32) for p in prompts]
     for members, nll in group_nlls:
-        scores[list(members)] = np.asarray(nll)[: len(members)]
+        for (d, i), value in zip(members, np.asarray(nll), strict=False):  # rows past the members are padding
+            scores[d][i] = value
     schedule = {
         "chunk_batch": chunk_batch,
         "prefill_groups": len(groups),
         "prefill_rows": sum(g.length * len(g.members) for g in groups),  # rows computed, padding included
     }
-    return buffer, plan, scores, peak, targets, schedule
+    return buffer, plan, scores, peak, questions, schedule
 
 
 def default_chunk_batch(model, plan: Plan, full: int) -> int:
@@ -327,23 +359,26 @@ def default_chunk_batch(model, plan: Plan, full: int) -> int:
     return auto_chunk_batch(full, device.platform, per_chunk, free)
 
 
-def _run_parallelcomp(model, prompt: ChunkedPrompt, config: ParallelCompConfig, backend: str, progress: bool):
+def _run_parallelcomp(model, prompts: Sequence[ChunkedPrompt], config, backend: str, progress: bool):
+    """[(ids, stats)] for a batch of documents."""
     start = time.perf_counter()
-    buffer, plan, scores, peak, question, schedule = select_chunks(model, prompt, config, backend, progress)
-    extra = {"chunk_scores": [round(float(s), 4) for s in scores], "peak_chunk_caches": peak, **schedule}
-    return finish_answer(model, prompt, config, backend, buffer, plan, question, extra, start)
+    buffer, plan, scores, peak, questions, schedule = select_chunks(model, prompts, config, backend, progress)
+    extras = [{"chunk_scores": [round(float(x), 4) for x in s], "peak_chunk_caches": peak, **schedule} for s in scores]
+    return finish_answer(model, prompts, config, backend, buffer, plan, questions, extras, start)
 
 
-def finish_answer(model, prompt: ChunkedPrompt, config, backend: str, buffer, plan: Plan, question, extra, start):
-    """After chunk selection: merge the kept chunks, prefill the question over them, decode. (ids, stats); the
-    prefill seconds count from `start`."""
+def finish_answer(
+    model, prompts: Sequence[ChunkedPrompt], config, backend: str, buffer, plan: Plan, questions, extras, start
+):
+    """After chunk selection: merge each document's kept chunks, prefill its question over them, decode the batch.
+    [(ids, stats)] per document; the prefill seconds count from `start`."""
     mc = model.config
-    q_len = len(prompt.suffix)
+    q_lens = np.array([len(p.suffix) for p in prompts], np.int32)
     logits, cache, position, kept = second_prefill(
         model.params,
         buffer,
-        jnp.asarray(question),
-        jnp.int32(q_len),
+        jnp.asarray(questions),
+        jnp.asarray(q_lens),
         config=mc,
         plan=plan,
         calibration=config.calibration,
@@ -357,82 +392,123 @@ def finish_answer(model, prompt: ChunkedPrompt, config, backend: str, buffer, pl
         mc,
         cache,
         logits,
-        position[None],
+        position,
         sampling=config.sampling,
         eos_ids=tuple(mc.eos_token_ids),
         attention_backend=backend,
     )
-    ids = np.asarray(out[0, : int(counts[0])]).tolist()
+    out, counts, kept, position = (np.asarray(x) for x in (out, counts, kept, position))
     decode_seconds = time.perf_counter() - start
-    valid = np.stack([np.asarray(x[0, : int(cache.end)]) for x in cache.valid])  # [L, slots, K] after the question
-    stats = {
-        "num_chunks": prompt.num_chunks,
-        "kept_chunks": sorted(int(i) for i in np.asarray(kept) if i >= 0),
-        "chunk_tokens": [len(p) for p in prompt.pieces],
-        "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
-        "head_tokens": prompt.head_len,
-        "question_tokens": q_len,
-        "cache_tokens_per_layer": valid.sum(axis=1).min(axis=1).tolist(),
-        "question_position": int(position) - q_len,
-        **extra,
-        "prefill_seconds": round(prefill_seconds, 3),
-        "decode_seconds": round(decode_seconds, 3),
-    }
-    return ids, stats
+    end = int(cache.end)
+    valid = np.stack([np.asarray(x[:, :end]) for x in cache.valid], axis=1)  # [docs, L, slots, K] after the question
+    results = []
+    for d, prompt in enumerate(prompts):
+        stats = {
+            "num_chunks": prompt.num_chunks,
+            "kept_chunks": sorted(int(i) for i in kept[d] if i >= 0),
+            "chunk_tokens": [len(p) for p in prompt.pieces],
+            "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
+            "head_tokens": prompt.head_len,
+            "question_tokens": int(q_lens[d]),
+            "cache_tokens_per_layer": valid[d].sum(axis=1).min(axis=1).tolist(),
+            "question_position": int(position[d]) - int(q_lens[d]),
+            **extras[d],
+            "prefill_seconds": round(prefill_seconds, 3),
+            "decode_seconds": round(decode_seconds, 3),
+        }
+        if len(prompts) > 1:
+            stats["batch"] = len(prompts)  # the times are the whole batch's
+        results.append((out[d, : int(counts[d])].tolist(), stats))
+    return results
 
 
 def generate(
     model,
-    context: str,
-    question: str,
+    context: str | Sequence[str],
+    question: str | Sequence[str],
     config: ParallelCompConfig = ParallelCompConfig(),
     *,
     method: str = "parallelcomp",
     template: str | PromptTemplate = "qa",
     progress: bool | None = None,
-) -> Result:
+) -> Result | list[Result]:
     """Answer `question` about `context` with `model` (a `pcomp_jax.Model`).
+
+    A list of contexts is a batch of documents answered together (one `Result` each, in order): their chunks share
+    the prefill groups and their answers are decoded as one batch, with the same answers as separate calls. Give one
+    question per context, or one question for all. (Several questions about one context: `generate_many`.)
 
     An empty context is allowed: the prompt then has no document and this is plain generation
     (`stats["empty_context"]` is True). `progress` shows a bar over chunk groups (default: when stderr is a
     terminal). Raises `InputError` or `PipelineConfigError` with a clear message for inputs that cannot run.
     """
     config = _check_call(model, config, method)
-    if not isinstance(context, str) or not isinstance(question, str):
-        raise InputError("context and question must be strings")
+    contexts, questions, batched = _batch(context, question, lambda x: isinstance(x, str), "string")
     start = time.perf_counter()
     tok = model.tokenizer
     chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
-    prompt = chunk_prompt(
-        tok, context, question, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
-    )
-    context_ids = None
-    if method != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts text
-        split_ids = [t for piece in prompt.pieces for t in piece]
-        context_ids = split_ids if config.split == "tokens" else user_text.encode(tok, context)
+    prompts, context_ids = [], []
+    for c, q in zip(contexts, questions, strict=True):
+        prompt = chunk_prompt(
+            tok, c, q, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
+        )
+        prompts.append(prompt)
+        if method != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts text
+            split_ids = [t for piece in prompt.pieces for t in piece]
+            context_ids.append(split_ids if config.split == "tokens" else user_text.encode(tok, c))
     host_seconds = time.perf_counter() - start
-    return _answer(model, prompt, context_ids, config, method, progress, host_seconds, context == "")
+    results = _answer(model, prompts, context_ids, config, method, progress, host_seconds, [c == "" for c in contexts])
+    return results if batched else results[0]
 
 
 def generate_from_ids(
     model,
-    context_ids: list[int],
-    question_ids: list[int],
+    context_ids: Sequence[int] | Sequence[Sequence[int]],
+    question_ids: Sequence[int] | Sequence[Sequence[int]],
     config: ParallelCompConfig = ParallelCompConfig(),
     *,
     method: str = "parallelcomp",
     progress: bool | None = None,
-) -> Result:
+) -> Result | list[Result]:
     """The token-level entry point: answer `question_ids` about `context_ids`, each chunk `[BOS] + piece +
     question` with no instruction or chat template (the model's BOS if its config has one). For callers that
     tokenize themselves, and for models without a tokenizer (random weights in benchmarks: `Result.text` is then
-    empty). Same methods, statistics and errors as `generate`."""
+    empty). A list of id lists is a batch of documents, as in `generate`. Same methods, statistics and errors."""
     config = _check_call(model, config, method)
+    contexts, questions, batched = _batch(context_ids, question_ids, _is_ids, "list of token ids")
     start = time.perf_counter()
-    context_ids, question_ids = [int(t) for t in context_ids], [int(t) for t in question_ids]
-    prompt = prompt_from_ids(context_ids, question_ids, chunk_tokens=config.chunk_tokens, bos=model.config.bos_token_id)
+    contexts = [[int(t) for t in c] for c in contexts]
+    prompts = [
+        prompt_from_ids(c, [int(t) for t in q], chunk_tokens=config.chunk_tokens, bos=model.config.bos_token_id)
+        for c, q in zip(contexts, questions, strict=True)
+    ]
     host_seconds = time.perf_counter() - start
-    return _answer(model, prompt, context_ids, config, method, progress, host_seconds, not context_ids)
+    results = _answer(model, prompts, contexts, config, method, progress, host_seconds, [not c for c in contexts])
+    return results if batched else results[0]
+
+
+def _is_ids(x) -> bool:
+    return isinstance(x, Sequence | np.ndarray) and all(isinstance(t, int | np.integer) for t in x)
+
+
+def _batch(context, question, single, what: str) -> tuple[list, list, bool]:
+    """(contexts, questions, whether the call was batched) from a call's context and question arguments; `single`
+    tells one context (or question) from a list of them."""
+    if single(context):
+        if not single(question):
+            raise InputError(
+                f"context and question must each be a {what}; for several questions about one document use "
+                "generate_many"
+            )
+        return [context], [question], False
+    if not isinstance(context, Sequence) or not context or not all(single(c) for c in context):
+        raise InputError(f"context must be a {what} or a non-empty list of them")
+    questions = [question] * len(context) if single(question) else question
+    if not isinstance(questions, Sequence) or not all(single(q) for q in questions):
+        raise InputError(f"question must be a {what} or a list of them, one per context")
+    if len(questions) != len(context):
+        raise InputError(f"{len(context)} contexts but {len(questions)} questions: give one question per context")
+    return list(context), list(questions), True
 
 
 def _check_call(model, config, method: str) -> ParallelCompConfig:
@@ -444,19 +520,26 @@ def _check_call(model, config, method: str) -> ParallelCompConfig:
     return check_config(config, model.config)
 
 
-def _answer(model, prompt, context_ids, config, method, progress, host_seconds, empty_context) -> Result:
-    """Run `method` on a tokenized prompt; `context_ids` (the whole context) for the single-pass baselines."""
+def _answer(model, prompts, context_ids, config, method, progress, host_seconds, empty_context) -> list[Result]:
+    """Run `method` on tokenized prompts (a batch of documents); `context_ids` (each whole context) for the
+    single-pass baselines, which answer the documents one at a time."""
     backend = resolve_backend(model.attention_backend)
     if progress is None:
         progress = sys.stderr.isatty()
     if method == "parallelcomp":
-        check_fits(prompt, model, config)
-        ids, stats = _run_parallelcomp(model, prompt, config, backend, progress)
+        for prompt in prompts:
+            check_fits(prompt, model, config)
+        answers = _run_parallelcomp(model, prompts, config, backend, progress)
     else:
-        ids, stats = run_baseline(model, prompt, context_ids, config, method, backend)
-    stats = {"method": method, "empty_context": empty_context, "host_seconds": round(host_seconds, 3), **stats}
-    if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
-        stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
+        answers = [
+            run_baseline(model, p, ids, config, method, backend) for p, ids in zip(prompts, context_ids, strict=True)
+        ]
     tok = model.tokenizer
-    text = tok.decode(ids, skip_special_tokens=True).strip() if tok is not None else ""
-    return Result(text=text, tokens=ids, stats=stats)
+    results = []
+    for (ids, stats), empty in zip(answers, empty_context, strict=True):
+        stats = {"method": method, "empty_context": empty, "host_seconds": round(host_seconds, 3), **stats}
+        if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
+            stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
+        text = tok.decode(ids, skip_special_tokens=True).strip() if tok is not None else ""
+        results.append(Result(text=text, tokens=ids, stats=stats))
+    return results

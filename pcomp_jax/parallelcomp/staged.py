@@ -171,7 +171,7 @@ def _question_group(
         return k, v, valid, nll
 
     k, v, valid, nll = jax.vmap(one)(k, v, valid, last_logits, context_len)
-    group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index)
+    group = ChunkSet(k=k, v=v, valid=valid, context_len=context_len, score=nll, index=index, doc=jnp.zeros_like(index))
     return keep_lowest(concat(buffer, group), plan.keep), nll
 
 
@@ -221,7 +221,7 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
     start = time.perf_counter()
     slots = prompt.context_slots
     full = round_up(slots, CHUNK_BUCKET)
-    plan = make_plan(prompt, config, backend)
+    plan = make_plan([prompt], config, backend)
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
     schedule = plan_groups([prompt.context_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
     groups = []
@@ -326,10 +326,10 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
     if progress is None:
         progress = sys.stderr.isatty()
     start = time.perf_counter()
-    plan = make_plan(prompt, config, backend)
+    plan = make_plan([prompt], config, backend)
     q_len = len(prompt.suffix)
     qp = round_up(q_len, QUESTION_BUCKET)
-    question = pad_ids(list(prompt.suffix), qp)
+    question = pad_ids(list(prompt.suffix), qp)  # [Qp]
     targets, target_valid = question, np.arange(qp) < q_len
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
     buffer = ChunkSet.empty(plan.keep, mc.num_layers, plan.chunk_slots, heads, mc.head_dim, param_dtype(model.params))
@@ -357,7 +357,7 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
     for members, nll in nlls:
         scores[list(members)] = np.asarray(nll)
     extra = {"chunk_scores": [round(float(s), 4) for s in scores], "document_cache": document.placement}
-    ids, stats = finish_answer(model, prompt, config, backend, buffer, plan, question, extra, start)
+    [(ids, stats)] = finish_answer(model, [prompt], config, backend, buffer, plan, question[None], [extra], start)
     stats = {"method": "parallelcomp", "staged": True, "host_seconds": round(host_seconds, 3), **stats}
     stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
     tok = model.tokenizer
