@@ -368,3 +368,33 @@ def test_template_does_not_apply_to_longbench(tiny_checkpoint, tmp_path, capsys,
     argv += [str(config), "--template", "retrieval", "--no-plots", "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert_one_line_error(capsys, "--template does not apply to LongBench tasks")
+
+
+def test_batched_eval_predicts_what_one_at_a_time_predicts(tiny_checkpoint, tmp_path):
+    ckpt, _ = tiny_checkpoint
+    argv = ["--ckpt", str(ckpt), "--task", "passkey", "--method", "parallelcomp,truncate", "--lengths", "600,900"]
+    argv += ["--samples", "2", "--chunk-tokens", "128", "--no-plots"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--batch", "3", "--out", str(tmp_path / "three")]) == 0
+
+    def predictions(out):
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        return {
+            (r["method"], r["id"]): (
+                r["prediction"],
+                r["stats"]["kept_chunks"] if "kept_chunks" in r["stats"] else None,
+            )
+            for r in rows
+        }, rows
+
+    one, _ = predictions(tmp_path / "one")
+    three, rows = predictions(tmp_path / "three")
+    assert one == three and len(one) == 2 * 2 * 2
+    assert {r["stats"].get("batch") for r in rows if r["method"] == "parallelcomp"} == {3, None}  # batches of 3 and 1
+
+
+def test_batch_does_not_apply_to_perplexity(tiny_checkpoint, tmp_path, capsys, no_load):
+    ckpt, _ = tiny_checkpoint
+    argv = ["--ckpt", str(ckpt), "--task", "ppl", "--batch", "2", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert_one_line_error(capsys, "--batch does not apply to ppl")
