@@ -81,6 +81,13 @@ def score_kernel_usable() -> bool:
     return _score_kernel_ok
 
 
+def masked_softmax(logits: jax.Array, visible: jax.Array, axis: int = -1) -> jax.Array:
+    """softmax over `axis` of the visible logits (float32); invisible entries get 0, and so does every entry of a row
+    with no visible key (instead of NaN or a uniform row). `visible` broadcasts against `logits`."""
+    probs = jax.nn.softmax(jnp.where(visible, logits, MASK_VALUE), axis=axis)
+    return jnp.where(visible, probs, 0.0)
+
+
 def _attend_block(q, k, v, q_slots, key_valid, scale):
     """q [B, K, G, Tq, H], k/v [B, K, S, H], q_slots [Tq], key_valid [B, K, S] -> [B, K, G, Tq, H]."""
     b, kh, g, tq, h = q.shape
@@ -89,9 +96,7 @@ def _attend_block(q, k, v, q_slots, key_valid, scale):
     logits = logits.reshape(b, kh, g, tq, -1)  # [B, K, G, Tq, S]
     k_slots = jnp.arange(k.shape[2])
     visible = (k_slots[None, :] <= q_slots[:, None])[None, None, None] & key_valid[:, :, None, None, :]
-    logits = jnp.where(visible, logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = jnp.where(visible, probs, 0.0).astype(v.dtype)  # a row with no visible key stays all-zero
+    probs = masked_softmax(logits, visible).astype(v.dtype)
     out = jnp.einsum("bkqs,bksh->bkqh", probs.reshape(b, kh, g * tq, -1), v, preferred_element_type=jnp.float32)
     return out.reshape(b, kh, g, tq, h).astype(q.dtype)
 
@@ -144,9 +149,7 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_slot: jax.Array
     logits = jnp.einsum("bsc,bnc->bsn", k.reshape(b, s, kh * h), q_block, preferred_element_type=jnp.float32)
     logits = logits * h**-0.5  # [B, S, N]
     visible = (jnp.arange(s) <= q_slot)[None, :, None] & jnp.repeat(key_valid, g, axis=2)  # [B, S, N]
-    logits = jnp.where(visible, logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=1)
-    probs = jnp.where(visible, probs, 0.0).astype(v.dtype)  # a row with no visible key stays all-zero
+    probs = masked_softmax(logits, visible, axis=1).astype(v.dtype)
     out = jnp.einsum("bsn,bsc->bnc", probs, v.reshape(b, s, kh * h), preferred_element_type=jnp.float32)
     out = out.reshape(b, n, kh, h)
     out = jnp.sum(jnp.where(own[None, :, :, None], out, 0), axis=2)  # [B, N, H]: each head's own KV head block
@@ -198,8 +201,7 @@ def observation_scores(rows_q: jax.Array, keys: jax.Array, key_valid: jax.Array,
     visible = jnp.arange(keys.shape[1]) <= row_slots[..., None]  # [W, S] or [B, W, S]
     visible = visible.reshape(-1, 1, 1, w, keys.shape[1])  # [1 or B, 1, 1, W, S]
     visible = visible & key_valid.transpose(0, 2, 1)[:, :, None, None, :]  # [B, K, 1, W, S]
-    probs = jax.nn.softmax(jnp.where(visible, logits, MASK_VALUE), axis=-1)
-    probs = jnp.where(visible, probs, 0.0)
+    probs = masked_softmax(logits, visible)
     return probs.sum(axis=3).reshape(b, n, -1)  # [B, N, S]
 
 

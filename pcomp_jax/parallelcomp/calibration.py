@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pcomp_jax.attention import MASK_VALUE
+from pcomp_jax.attention import masked_softmax
 from pcomp_jax.parallelcomp.config import Calibration
 
 
@@ -27,7 +27,7 @@ def attention_profile(q, q_valid, q_slots, k_cache, valid, observe_last: int):
     logits = jnp.einsum("brkgh,bskh->bkgrs", qr, k_cache, preferred_element_type=jnp.float32) * h**-0.5
     visible = jnp.arange(k_cache.shape[1])[None, None, :] <= q_slots[rows][:, :, None]  # [B, r, S]
     visible = visible[:, None, None] & valid.transpose(0, 2, 1)[:, :, None, None, :]  # [B, K, 1, r, S]
-    probs = jnp.where(visible, jax.nn.softmax(jnp.where(visible, logits, MASK_VALUE), axis=-1), 0.0)
+    probs = masked_softmax(logits, visible)
     return probs.mean(axis=(2, 3))  # [B, K, S]
 
 
