@@ -106,8 +106,8 @@ def test_chunk_independence(model):
     p = prompt_of(model, text(40))
     other = tuple(int(t) for t in np.random.default_rng(5).integers(3, 250, len(p.pieces[2])))
     changed = dataclasses.replace(p, pieces=p.pieces[:2] + (other,) + p.pieces[3:])
-    a = pipeline._run_parallelcomp(model, [p], cfg(), "reference", False)[0][1]["chunk_scores"]
-    b = pipeline._run_parallelcomp(model, [changed], cfg(), "reference", False)[0][1]["chunk_scores"]
+    a = pipeline.run_parallelcomp(model, [p], cfg(), "reference", False)[0][1]["chunk_scores"]
+    b = pipeline.run_parallelcomp(model, [changed], cfg(), "reference", False)[0][1]["chunk_scores"]
     np.testing.assert_allclose(np.delete(a, 2), np.delete(b, 2), atol=1e-6)
     assert abs(a[2] - b[2]) > 1e-4
 

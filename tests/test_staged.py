@@ -88,3 +88,17 @@ def test_document_caches_in_host_memory_give_the_same_answers(model, monkeypatch
         got = staged.answer(model, on_host, question, progress=False)
         same(got, staged.answer(model, on_device, question, progress=False))
         assert got.stats["document_cache"] == "host"
+
+
+def test_documents_too_large_for_host_memory_are_recomputed(model, monkeypatch):
+    """When the chunk caches would take more than half the host's free memory, none are kept (nothing is prefilled
+    up front) and each question re-runs the single pass: `generate`'s answers."""
+    config = cfg()
+    context = text(120, seed=4)
+    monkeypatch.setattr(staged, "host_free_bytes", lambda: 1000)
+    document = staged.prefill_document(model, context, config, template=TEMPLATE, progress=False)
+    assert document.placement == "recompute" and document.groups == () and document.stats["document_cache_bytes"] > 500
+    for question in QUESTIONS[:2]:
+        got = staged.answer(model, document, question, progress=False)
+        same(got, generate(model, context, question, config, template=TEMPLATE, progress=False), atol=0)
+        assert got.stats["document_cache"] == "recompute" and got.stats["staged"] is True

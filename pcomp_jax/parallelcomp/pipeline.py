@@ -359,7 +359,7 @@ def default_chunk_batch(model, plan: Plan, full: int) -> int:
     return auto_chunk_batch(full, device.platform, per_chunk, free)
 
 
-def _run_parallelcomp(model, prompts: Sequence[ChunkedPrompt], config, backend: str, progress: bool):
+def run_parallelcomp(model, prompts: Sequence[ChunkedPrompt], config, backend: str, progress: bool):
     """[(ids, stats)] for a batch of documents."""
     start = time.perf_counter()
     buffer, plan, scores, peak, questions, schedule = select_chunks(model, prompts, config, backend, progress)
@@ -529,7 +529,7 @@ def _answer(model, prompts, context_ids, config, method, progress, host_seconds,
     if method == "parallelcomp":
         for prompt in prompts:
             check_fits(prompt, model, config)
-        answers = _run_parallelcomp(model, prompts, config, backend, progress)
+        answers = run_parallelcomp(model, prompts, config, backend, progress)
     else:
         answers = [
             run_baseline(model, p, ids, config, method, backend) for p, ids in zip(prompts, context_ids, strict=True)
@@ -540,6 +540,10 @@ def _answer(model, prompts, context_ids, config, method, progress, host_seconds,
         stats = {"method": method, "empty_context": empty, "host_seconds": round(host_seconds, 3), **stats}
         if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
             stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
-        text = tok.decode(ids, skip_special_tokens=True).strip() if tok is not None else ""
-        results.append(Result(text=text, tokens=ids, stats=stats))
+        results.append(Result(text=answer_text(tok, ids), tokens=ids, stats=stats))
     return results
+
+
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """The answer's text without special tokens ("" without a tokenizer)."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip() if tokenizer is not None else ""

@@ -15,15 +15,18 @@ Kept chunks and answers equal `generate`'s (tests); chunk scores agree to float 
 cache instead of one causal pass). Templates that put the question before the document cannot be staged
 (`document_prompt` says so): ask them through `generate`.
 
-Where the chunk caches live (`Document.placement`): on the accelerator while they fit beside the weights and one
-question's working set, else in host memory (copied back a group at a time per question); on a CPU they are in host
-memory either way. The single-question `generate` keeps its bounded, flat memory; a `Document` holds every chunk.
+Where the chunk caches live (`Document.placement`), chosen from their size before anything is prefilled: on the
+accelerator while they fit beside the weights and one question's working set; else in host memory (copied back a
+group at a time per question) while they take at most half of the host's free memory; else nowhere ("recompute"):
+each question then re-runs the single pass of `generate` (the same answers, at `generate`'s cost and bounded
+memory). On a CPU the device memory is the host's. The single-question `generate` keeps its bounded, flat memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 import time
 from typing import Any
@@ -50,6 +53,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     QUESTION_BUCKET,
     Plan,
     Result,
+    answer_text,
     check_config,
     check_fits,
     default_chunk_batch,
@@ -57,6 +61,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     make_plan,
     pad_ids,
     pad_slots,
+    run_parallelcomp,
 )
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, plan_groups
@@ -86,7 +91,7 @@ class Document:
     template: PromptTemplate | None  # None for a token-level document (`prefill_document_ids`)
     chat: bool
     groups: tuple[ChunkGroup, ...]
-    placement: str  # "device" or "host"
+    placement: str  # "device", "host" or "recompute" (no caches kept: each question re-runs the single pass)
     stats: dict
 
 
@@ -224,6 +229,19 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
     plan = make_plan([prompt], config, backend)
     chunk_batch = config.chunk_batch or default_chunk_batch(model, plan, full)
     schedule = plan_groups([prompt.context_len(i) for i in range(prompt.num_chunks)], full, chunk_batch)
+    nbytes = prompt.num_chunks * _chunk_bytes(model, slots)
+    placement = _placement(model, nbytes)
+    stats = {
+        "num_chunks": prompt.num_chunks,
+        "chunk_batch": chunk_batch,
+        "prefill_groups": len(schedule),
+        "prefill_rows": sum(g.length * len(g.members) for g in schedule),
+        "document_cache_bytes": int(nbytes),
+        "document_cache": placement,
+        "host_seconds": round(host_seconds, 3),
+    }
+    if placement == "recompute":
+        return Document(prompt, config, template, chat, (), placement, {**stats, "document_seconds": 0.0})
     groups = []
     for group in tqdm(schedule, desc="document chunks", unit="group", disable=not progress, file=sys.stderr):
         tokens = np.zeros((len(group.members), group.length), np.int32)
@@ -235,35 +253,40 @@ def _prefill(model, prompt: ChunkedPrompt, config, template, chat, host_seconds,
         k, v, valid, last = _prefill_group(model.params, tokens, ctx, config=mc, slots=slots, backend=backend)
         groups.append(ChunkGroup(group.members, k, v, valid, last, jnp.asarray(ctx)))
     jax.block_until_ready([g.last_logits for g in groups])
-    nbytes = sum(x.size * x.dtype.itemsize for g in groups for x in (g.k, g.v, g.valid))
-    placement = _placement(model, nbytes)
     if placement == "host":
         groups = [
             dataclasses.replace(g, **{f: np.asarray(getattr(g, f)) for f in ("k", "v", "valid", "last_logits")})
             for g in groups
         ]
-    stats = {
-        "num_chunks": prompt.num_chunks,
-        "chunk_batch": chunk_batch,
-        "prefill_groups": len(schedule),
-        "prefill_rows": sum(g.length * len(g.members) for g in schedule),
-        "document_cache_bytes": int(nbytes),
-        "document_cache": placement,
-        "host_seconds": round(host_seconds, 3),
-        "document_seconds": round(time.perf_counter() - start, 3),
-    }
+    stats["document_seconds"] = round(time.perf_counter() - start, 3)
     return Document(prompt, config, template, chat, tuple(groups), placement, stats)
+
+
+def _chunk_bytes(model, slots: int) -> int:
+    """Bytes one prefilled chunk keeps: keys, values and validity over `slots`, and its last logits (float32)."""
+    mc = model.config
+    itemsize = jnp.dtype(param_dtype(model.params)).itemsize
+    per_slot = mc.num_layers * mc.num_kv_heads * (2 * mc.head_dim * itemsize + 1)
+    return slots * per_slot + 4 * mc.vocab_size
+
+
+def host_free_bytes() -> int:
+    """The host memory free now (Linux: available physical pages)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def _placement(model, nbytes: int) -> str:
     """ "device" while the chunk caches fit beside the weights and one question's working set (a group's caches
-    grown by the question, the kept buffer), else "host"."""
+    grown by the question, the kept buffer); else "host" while they take at most half of the host's free memory;
+    else "recompute". On a CPU the device is the host."""
     device = jax.devices()[0]
     limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
-    if not limit:
-        return "device"
     weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(model.params))
-    return "device" if weights + 2 * nbytes < 0.9 * limit else "host"
+    if limit and weights + 2 * nbytes < 0.9 * limit:
+        return "device"
+    if 2 * nbytes > host_free_bytes():
+        return "recompute"
+    return "host" if limit else "device"
 
 
 def answer(model, document: Document, question: str, *, progress: bool | None = None) -> Result:
@@ -315,6 +338,8 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
     config = document.config
     mc = model.config
     check_fits(prompt, model, config)
+    if document.placement == "recompute":  # no caches kept: the single pass over the whole prompt
+        return _single_pass(model, document, prompt, host_seconds, progress)
     window = config.eviction.window if config.eviction is not None else 0
     observe_end = len(prompt.suffix) - prompt.tail_len
     if window > observe_end:
@@ -360,6 +385,16 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
     [(ids, stats)] = finish_answer(model, [prompt], config, backend, buffer, plan, question[None], [extra], start)
     stats = {"method": "parallelcomp", "staged": True, "host_seconds": round(host_seconds, 3), **stats}
     stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
-    tok = model.tokenizer
-    text = tok.decode(ids, skip_special_tokens=True).strip() if tok is not None else ""
-    return Result(text=text, tokens=ids, stats=stats)
+    return Result(text=answer_text(model.tokenizer, ids), tokens=ids, stats=stats)
+
+
+def _single_pass(model, document: Document, prompt: ChunkedPrompt, host_seconds: float, progress) -> Result:
+    """A question to a document whose caches were not kept: `generate`'s single pass over its chunks."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    backend = resolve_backend(model.attention_backend)
+    [(ids, stats)] = run_parallelcomp(model, [prompt], document.config, backend, progress)
+    stats = {"method": "parallelcomp", "staged": True, "document_cache": "recompute", **stats}
+    stats["host_seconds"] = round(host_seconds, 3)
+    stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
+    return Result(text=answer_text(model.tokenizer, ids), tokens=ids, stats=stats)
