@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--mesh",
         metavar="SPEC",
-        help="spread the chunk groups over devices, e.g. chunks=4 (weights replicated on each; default one device)",
+        help="devices to use: chunks=N spreads the chunk groups over N devices (weights replicated), model=M splits "
+        "the weights over M (tensor parallel; M must divide the KV heads), chunks=N,model=M both (default one device)",
     )
     return parser
 

@@ -72,17 +72,29 @@ def _host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def to_runtime(stored: Params, config: LlamaConfig, put=np.asarray) -> Params:
+def to_runtime(stored: Params, config: LlamaConfig, put=None) -> Params:
     """The runtime tree of a stored one. The stored arrays are brought to the host first and the runtime tree is
-    built there one layer at a time; `put` places each finished leaf (e.g. `jnp.asarray`, to move it to the device
-    with a cast), so the device never holds both layouts of more than one layer."""
+    built there one layer at a time; `put(array, path)` places each finished leaf (path: its keys in the runtime
+    tree; e.g. a cast and a move to the device, or onto a mesh by the leaf's sharding), so the device never holds
+    both layouts of more than one layer. Without `put` the leaves stay numpy arrays."""
     c = config
+    put = put or (lambda x, path: x)
     stored = jax.device_get(stored)
     lay = stored["layers"]
-    out = {k: jax.tree.map(lambda x: put(np.asarray(x)), v) for k, v in stored.items() if k != "layers"}
+    out = {
+        k: jax.tree_util.tree_map_with_path(lambda p, x, k=k: put(np.asarray(x), (k, *_keys(p))), v)
+        for k, v in stored.items()
+        if k != "layers"
+    }
     for i in range(c.num_layers):
-        out[f"layers_{i}"] = _runtime_layer({k: _layer(v, i) for k, v in lay.items()}, c, put)
+        name = f"layers_{i}"
+        layer = _runtime_layer({k: _layer(v, i) for k, v in lay.items()}, c)
+        out[name] = jax.tree_util.tree_map_with_path(lambda p, x, name=name: put(x, (name, *_keys(p))), layer)
     return out
+
+
+def _keys(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", k)) for k in path)
 
 
 def to_stored(params: Params, config: LlamaConfig) -> Params:
@@ -118,7 +130,7 @@ def _layer(tree, i: int):
     return jax.tree.map(lambda x: np.asarray(x[i]), tree)
 
 
-def _runtime_layer(p: Params, c: LlamaConfig, put) -> Params:
+def _runtime_layer(p: Params, c: LlamaConfig) -> Params:
     """One layer's stored arrays (stack axis removed) in the runtime layout."""
     kh, g, h = c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
     a = p["attn"]
@@ -127,19 +139,19 @@ def _runtime_layer(p: Params, c: LlamaConfig, put) -> Params:
         q = a["q_proj"][part].reshape(*lead, kh, g, h)
         k = a["k_proj"][part].reshape(*lead, kh, 1, h)
         v = a["v_proj"][part].reshape(*lead, kh, 1, h)
-        return put(np.concatenate([q, k, v], axis=-2))
+        return np.concatenate([q, k, v], axis=-2)
 
     attn = {"qkv_proj": {"kernel": qkv("kernel", (c.hidden_size,))}}
     if c.qkv_bias:
         attn["qkv_proj"]["bias"] = qkv("bias", ())
-    attn["o_proj"] = {name: put(x) for name, x in a["o_proj"].items()}
+    attn["o_proj"] = dict(a["o_proj"])
     m = p["mlp"]
     return {
-        "attn_norm": {"scale": put(p["attn_norm"]["scale"])},
+        "attn_norm": {"scale": p["attn_norm"]["scale"]},
         "attn": attn,
-        "mlp_norm": {"scale": put(p["mlp_norm"]["scale"])},
+        "mlp_norm": {"scale": p["mlp_norm"]["scale"]},
         "mlp": {
-            "gate_up_proj": {"kernel": put(np.stack([m["gate_proj"]["kernel"], m["up_proj"]["kernel"]], axis=1))},
-            "down_proj": {"kernel": put(m["down_proj"]["kernel"])},
+            "gate_up_proj": {"kernel": np.stack([m["gate_proj"]["kernel"], m["up_proj"]["kernel"]], axis=1)},
+            "down_proj": {"kernel": m["down_proj"]["kernel"]},
         },
     }

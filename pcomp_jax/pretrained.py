@@ -75,9 +75,10 @@ DTYPES = ("float32", "bfloat16")  # what params may be cast to at load time
 
 def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = None, mesh=None) -> Model:
     """Load a checkpoint written by `python -m pcomp_jax.convert` (optionally casting params to `dtype`). `mesh`: a
-    `jax.sharding.Mesh` or a spec such as "chunks=4" (`pcomp_jax.sharding`): chunk groups spread over its devices,
-    the weights replicated on each."""
-    from pcomp_jax.sharding import parse_mesh, replicate
+    `jax.sharding.Mesh` or a spec such as "chunks=4", "model=2" or "chunks=2,model=2" (`pcomp_jax.sharding`): chunk
+    groups spread over the `chunks` axis, the weights split over the `model` axis by `sharding.RULES` (one layer at
+    a time, so no device ever holds more than its share)."""
+    from pcomp_jax.sharding import check_model_axis, parse_mesh, place_param
 
     if isinstance(mesh, str):
         mesh = parse_mesh(mesh)
@@ -89,8 +90,10 @@ def load(path: str | Path, attention_backend: str = "auto", dtype: str | None = 
         if name not in DTYPES:
             raise InputError(f"unsupported dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     config, _ = read_config(path)
+    check_model_axis(config, mesh)
     cast = jnp.dtype(dtype) if dtype else None
-    params = to_runtime(load_params(path, config), config, put=lambda x: replicate(jnp.asarray(x, cast), mesh))
+    put = lambda x, p: place_param(x.astype(cast) if cast else x, p, mesh)
+    params = to_runtime(load_params(path, config), config, put=put)
     return Model(
         params=params, config=config, tokenizer=load_tokenizer(path), attention_backend=attention_backend, mesh=mesh
     )

@@ -100,18 +100,19 @@ def _model(spec: dict):
 
 def ours(spec: dict) -> dict:
     """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes; for
-    method `parallelcomp-mesh` over the devices of spec["mesh"] (weights replicated)."""
+    method `parallelcomp-mesh` over the devices of spec["mesh"] (weights split over its model axis, if any)."""
     import dataclasses
 
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.parallelcomp.config import ParallelCompConfig
     from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
-    from pcomp_jax.sharding import parse_mesh, replicate
+    from pcomp_jax.sharding import check_model_axis, parse_mesh, shard_params
 
     model, c = _model(spec)
     mesh = parse_mesh(spec["mesh"]) if spec["method"] == "parallelcomp-mesh" else None
     if mesh is not None:
-        model = dataclasses.replace(model, params=replicate(model.params, mesh), mesh=mesh)
+        check_model_axis(c, mesh)
+        model = dataclasses.replace(model, params=shard_params(model.params, mesh), mesh=mesh)
     devices = 1 if mesh is None else mesh.size
     new = spec["new_tokens"]
     config = ParallelCompConfig(

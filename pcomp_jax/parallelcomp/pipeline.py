@@ -168,6 +168,7 @@ def _sharded_group_step(
     step = jax.shard_map(
         functools.partial(_group_body, config=config, plan=plan),
         mesh=mesh,
+        axis_names={"chunks"},  # manual over chunks; a model axis stays XLA's (tensor-parallel weights)
         in_specs=(same, rows, rows, rows, rows, rows, rows, same, same, rows),
         out_specs=(rows, rows),
     )
