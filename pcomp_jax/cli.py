@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="devices to use: chunks=N spreads the chunk groups over N devices (weights replicated), model=M splits "
         "the weights over M (tensor parallel; M must divide the KV heads), chunks=N,model=M both (default one device)",
     )
+    hosts = gen.add_argument_group("several processes (hosts)", "the same command in every process (docs/SCALING.md)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address: join a multi-process run")
+    hosts.add_argument("--num-processes", type=int, default=1, help="processes in the run (with --coordinator)")
+    hosts.add_argument("--process-id", type=int, default=0, help="this process's index, 0 to N-1 (with --coordinator)")
     return parser
 
 
@@ -269,8 +273,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         config = check_config(config, model_config)
         context = read_context(args.context_file)
-    from pcomp_jax.sharding import parse_mesh
+    from pcomp_jax.sharding import init_distributed, parse_mesh
 
+    if args.coordinator:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
     mesh = parse_mesh(args.mesh)
     model = load(args.ckpt, attention_backend=args.attention_backend, mesh=mesh)
     start = time.perf_counter()
@@ -292,7 +298,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         result = model.complete(args.prompt, sampling, chat=bool(args.chat))
         payload = {"text": result.text, "tokens": result.tokens}
     payload["seconds"] = round(time.perf_counter() - start, 3)
-    print(json.dumps(payload) if args.json else result.text)
+    if args.process_id == 0:  # every process computed the same answer
+        print(json.dumps(payload) if args.json else result.text)
     return 0
 
 

@@ -17,6 +17,8 @@ process (with `jax.distributed`, of every process). Changing the parallelism is 
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -39,6 +41,17 @@ PARAM_AXES: dict[tuple[str, ...], tuple[str | None, ...]] = {
 }
 # logical axis -> mesh axis (absent: replicated)
 RULES: dict[str, str] = {"kv_heads": "model", "heads": "model", "mlp": "model", "vocab": "model"}
+
+
+def init_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a multi-process run (`jax.distributed.initialize`): after it, `jax.devices()` lists every process's
+    devices and a mesh spans them; each process runs the same program on the same inputs. On CPUs the collectives
+    go through gloo. Call it before anything else touches JAX's devices."""
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise InputError(f"process id {process_id} is not in [0, {num_processes})")
+    if jax.config.jax_platforms in ("cpu",) or os.environ.get("JAX_PLATFORMS") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
 def parse_mesh(spec: str | None) -> Mesh | None:

@@ -90,3 +90,35 @@ def test_every_runtime_param_has_logical_axes():
         for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
             axes = param_axes(tuple(str(k.key) for k in path))
             assert len(axes) == leaf.ndim, (name, path)
+
+
+def test_two_processes_answer_as_one(tiny_checkpoint, tmp_path):
+    """The CLI in 2 processes on localhost (jax.distributed, gloo CPU collectives), one CPU device each, a chunks
+    mesh spanning both: process 0 prints the answer one process gives without a mesh; process 1 prints nothing."""
+    import socket
+
+    ckpt, _ = tiny_checkpoint
+    words = "alpha beta gamma delta river stone cloud paper garden silver window orange market".split()
+    (tmp_path / "doc.txt").write_text(" ".join(np.random.default_rng(3).choice(words, 300)))
+    argv = [sys.executable, "-m", "pcomp_jax", "generate", "--ckpt", str(ckpt), "--context-file"]
+    argv += [str(tmp_path / "doc.txt"), "--question", "what is the key?", "--chunk-tokens", "160", "--keep-chunks", "2"]
+    argv += ["--max-new-tokens", "6", "--json"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE.parent))
+    env.pop("XLA_FLAGS", None)
+    one = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hosts = ["--mesh", "chunks=2", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id"]
+    procs = [
+        subprocess.Popen([*argv, *hosts, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
+    answers = [[line for line in out.splitlines() if line.startswith("{")] for out, _ in outs]  # gloo logs aside
+    got, want = json.loads(answers[0][-1]), json.loads(one.stdout)
+    assert got["tokens"] == want["tokens"] and got["stats"]["kept_chunks"] == want["stats"]["kept_chunks"]
+    np.testing.assert_allclose(got["stats"]["chunk_scores"], want["stats"]["chunk_scores"], atol=1e-4)
+    assert answers[1] == []

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from pcomp_jax import text as user_text
@@ -163,7 +163,8 @@ def _sharded_group_step(
     mesh,
 ):
     """`_group_step` with the group's rows and the buffer split over the mesh's `chunks` axis: each shard prefills
-    its rows and keeps its own `plan.keep` best (pcomp_jax/sharding.py)."""
+    its rows and keeps its own `plan.keep` best (pcomp_jax/sharding.py). The group's scores come back replicated (a
+    few floats), so every process of a multi-host mesh can read them."""
     rows, same = PartitionSpec("chunks"), PartitionSpec()
     step = jax.shard_map(
         functools.partial(_group_body, config=config, plan=plan),
@@ -172,13 +173,15 @@ def _sharded_group_step(
         in_specs=(same, rows, rows, rows, rows, rows, rows, same, same, rows),
         out_specs=(rows, rows),
     )
-    return step(params, buffer, tokens, total_len, context_len, index, doc, targets, target_valid, observe_end)
+    buffer, nll = step(params, buffer, tokens, total_len, context_len, index, doc, targets, target_valid, observe_end)
+    return buffer, jax.lax.with_sharding_constraint(nll, NamedSharding(mesh, same))
 
 
-@functools.partial(jax.jit, static_argnames=("keep", "docs"))
-def _merge_shards(buffer: ChunkSet, *, keep: int, docs: int) -> ChunkSet:
-    """Each document's `keep` best of the shards' buffers, once after the last group."""
-    return keep_lowest(buffer, keep, docs)
+@functools.partial(jax.jit, static_argnames=("keep", "docs", "mesh"))
+def _merge_shards(buffer: ChunkSet, *, keep: int, docs: int, mesh) -> ChunkSet:
+    """Each document's `keep` best of the shards' buffers, once after the last group, replicated over the mesh (the
+    kept chunks' caches only: what the question's prefill reads on every device)."""
+    return jax.lax.with_sharding_constraint(keep_lowest(buffer, keep, docs), NamedSharding(mesh, PartitionSpec()))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "plan", "calibration", "extra", "every_position"))
@@ -330,7 +333,7 @@ def select_chunks(model, prompts: Sequence[ChunkedPrompt], config: ParallelCompC
         )
         group_nlls.append(([chunks[m] for m in group.members], nll))
     if shards > 1:
-        buffer = _merge_shards(buffer, keep=plan.keep, docs=plan.docs)
+        buffer = _merge_shards(buffer, keep=plan.keep, docs=plan.docs, mesh=model.mesh)
     scores = [np.zeros((p.num_chunks,), np.float32) for p in prompts]
     for members, nll in group_nlls:
         for (d, i), value in zip(members, np.asarray(nll), strict=False):  # rows past the members are padding
