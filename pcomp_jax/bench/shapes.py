@@ -79,33 +79,40 @@ def prefill_flops(c: LlamaConfig, sequences: list[int], logits: int) -> float:
     return linear + attention + 2.0 * c.vocab_size * c.hidden_size * logits
 
 
-def random_params(config: LlamaConfig, seed: int = 0, dtype: str = "bfloat16") -> dict:
+def random_params(config: LlamaConfig, seed: int = 0, dtype: str = "bfloat16", mesh=None) -> dict:
     """Random runtime params of `config` made on the default device one array at a time, so that making them needs
     no more memory than the params and one float32 array (tracing `init_params` whole would hold every layer's
     float32 draws at once: 56 GiB of temporaries for the Llama-3-8B shape by XLA's memory analysis on the CPU, which
     the benchmark's process-wide peak would then report). Kernels and embeddings are normal with variance 1/fan-in,
-    norms one, biases zero."""
+    norms one, biases zero. On `mesh`, each array is made in its shards (`pcomp_jax.sharding.RULES`), so a model
+    larger than one device can be made."""
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding
 
     from pcomp_jax.model import init_params
+    from pcomp_jax.sharding import param_axes, spec
 
     shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0), jnp.dtype(dtype)))
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
 
-    @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-    def normal(key, shape, dtype, fan_in):
-        return (jax.random.normal(key, shape, jnp.float32) * fan_in**-0.5).astype(dtype)
+    @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+    def make(key, kind, shape, dtype, fan_in, sharding):
+        if kind == "ones":
+            x = jnp.ones(shape, dtype)
+        elif kind == "zeros":
+            x = jnp.zeros(shape, dtype)
+        else:
+            x = (jax.random.normal(key, shape, jnp.float32) * fan_in**-0.5).astype(dtype)
+        return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
     out = []
     for (path, leaf), key in zip(leaves, keys, strict=True):
         name = path[-1].key
-        if name == "scale":
-            out.append(jnp.ones(leaf.shape, leaf.dtype))
-        elif name == "bias":
-            out.append(jnp.zeros(leaf.shape, leaf.dtype))
-        else:  # kernels [D_in, ...]; the embedding [V, D] has fan-in D
-            fan_in = leaf.shape[1] if name == "embedding" else leaf.shape[0]
-            out.append(normal(key, leaf.shape, leaf.dtype, fan_in))
+        keys_ = tuple(str(k.key) for k in path)
+        sharding = None if mesh is None else NamedSharding(mesh, spec(param_axes(keys_), leaf.shape, mesh))
+        kind = {"scale": "ones", "bias": "zeros"}.get(name, "normal")
+        fan_in = leaf.shape[1] if name == "embedding" else leaf.shape[0]  # kernels [D_in, ...]; embedding [V, D]
+        out.append(make(key, kind, leaf.shape, leaf.dtype, fan_in, sharding))
     return jax.tree_util.tree_unflatten(treedef, out)

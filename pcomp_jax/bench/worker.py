@@ -81,38 +81,36 @@ def inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
     return context, question
 
 
-def _model(spec: dict):
+def _model(spec: dict, mesh=None):
     """(Model, LlamaConfig): a converted checkpoint, or random bf16 weights of a named shape made on the device (with
-    the tokenizer of spec["tokenizer"], if given)."""
+    the tokenizer of spec["tokenizer"], if given); on `mesh`, each weight made or loaded in its shards."""
     import jax
 
     from pcomp_jax.bench.shapes import SHAPES, random_params
     from pcomp_jax.pretrained import Model, load
+    from pcomp_jax.sharding import check_model_axis
 
     dtype = spec["dtype"]
     if spec["model"] in SHAPES:
         config = SHAPES[spec["model"]]
-        params = jax.block_until_ready(random_params(config, 0, dtype))
-        return Model(params=params, config=config, tokenizer=tokenizer(spec)), config
-    model = load(spec["model"], dtype=dtype)
+        check_model_axis(config, mesh)
+        params = jax.block_until_ready(random_params(config, 0, dtype, mesh=mesh))
+        return Model(params=params, config=config, tokenizer=tokenizer(spec), mesh=mesh), config
+    model = load(spec["model"], dtype=dtype, mesh=mesh)
     return model, model.config
 
 
 def ours(spec: dict) -> dict:
     """ParallelComp through the public API: text with the checkpoint's tokenizer, token ids for random shapes; for
     method `parallelcomp-mesh` over the devices of spec["mesh"] (weights split over its model axis, if any)."""
-    import dataclasses
 
     from pcomp_jax.decoding import Sampling
     from pcomp_jax.parallelcomp.config import ParallelCompConfig
     from pcomp_jax.parallelcomp.pipeline import generate, generate_from_ids
-    from pcomp_jax.sharding import check_model_axis, parse_mesh, shard_params
+    from pcomp_jax.sharding import parse_mesh
 
-    model, c = _model(spec)
     mesh = parse_mesh(spec["mesh"]) if spec["method"] == "parallelcomp-mesh" else None
-    if mesh is not None:
-        check_model_axis(c, mesh)
-        model = dataclasses.replace(model, params=shard_params(model.params, mesh), mesh=mesh)
+    model, c = _model(spec, mesh)
     devices = 1 if mesh is None else mesh.size
     new = spec["new_tokens"]
     config = ParallelCompConfig(
