@@ -31,7 +31,6 @@ DEFAULT_VARIANTS = {
     "xla-default": "",
     "xla-no-triton-gemm": "--xla_gpu_enable_triton_gemm=false",
     "xla-cublaslt": "--xla_gpu_enable_cublaslt=true",
-    "xla-autotune-0": "--xla_gpu_autotune_level=0",
 }
 
 

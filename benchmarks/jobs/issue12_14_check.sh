@@ -1,15 +1,15 @@
 # Issues 12 and 14, one card, one job (run with gpu_job_bg.sh, carrying .carry: .carry/old holds the package of the
 # commit before the batch refactor, copied as gpu_ab_bg.sh says):
-# 1. the matmul rate, PyTorch (cuBLAS) against JAX (XLA) under several XLA_FLAGS, burst and sustained;
-# 2. 8 documents of 32K tokens, SmolLM2 shape: one batched call against 8 separate calls;
-# 3. the single-question bench at 32K and 128K, before (.carry/old) and after the batch refactor, the official
-#    schedule beside the new one;
+# 1. 8 documents of 32K tokens, SmolLM2 shape: one batched call against 8 separate calls;
+# 2. the matmul rate, PyTorch (cuBLAS) against JAX (XLA) under several XLA_FLAGS, burst and sustained;
+# 3. the single-question bench at 32K and 128K after (the official schedule beside it) and before (.carry/old) the
+#    batch refactor;
 # 4. again with the XLA flags whose sustained rate on the model's products is highest, if not the default's.
-python3 benchmarks/matmul_probe.py --out $W/matmul_probe.json
 python3 benchmarks/many_documents.py --model smollm2 --length 32768 --documents 8 --out $W/many_documents_smollm2.json
+python3 benchmarks/matmul_probe.py --sustain-s 2 --out $W/matmul_probe.json
+python3 -m pcomp_jax.bench --lengths 32k,128k --baselines official --timeout 400 --out $W/bench_new.json
 PYTHONPATH=$PWD/.carry/old:/tmp/site python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 \
   --out $W/bench_old.json
-python3 -m pcomp_jax.bench --lengths 32k,128k --baselines official --timeout 400 --out $W/bench_new.json
 BEST=$(python3 - <<'PY'
 import json, os
 r = json.load(open(os.environ["W"] + "/matmul_probe.json"))
