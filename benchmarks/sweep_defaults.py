@@ -1,5 +1,6 @@
 """Sweep ParallelComp's user-facing knobs on a real checkpoint: chunk size x keep x template x chat (x positions), on
-passkey, NIAH and LongBench multi_news (issue 13: the table that chooses the defaults for small models, docs/RESULTS.md).
+passkey, NIAH and LongBench multi_news (issue 13: the table that chooses the defaults for small models,
+docs/RESULTS.md).
 
     python benchmarks/sweep_defaults.py --ckpt CKPT --dtype bfloat16 --out DIR \\
         --chunk-tokens 512,1024,2048 --keep 1,2,3 --templates qa,retrieval --chat on,off \\
