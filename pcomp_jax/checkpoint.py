@@ -2,7 +2,7 @@
 
 DIR/config.json      LlamaConfig.to_dict() plus {"format": FORMAT, "dtype": ...}
 DIR/params/          Orbax StandardCheckpointer tree in the stored layout (layout.py)
-DIR/tokenizer*.json  whatever `tokenizer.save_pretrained` writes (loaded with transformers.AutoTokenizer)
+DIR/tokenizer*.json  whatever `tokenizer.save_pretrained` writes (loaded as transformers.AutoTokenizer would)
 """
 
 from __future__ import annotations
@@ -141,15 +141,31 @@ def check_params(params: dict, config: LlamaConfig, path: Path) -> None:
             )
 
 
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # one class in transformers 5
 
+
+def _generic_fast_tokenizer(path: Path) -> bool:
+    """Whether `path` holds a tokenizer.json whose config names the generic fast tokenizer class."""
+    try:
+        name = json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return False
+    return (path / "tokenizer.json").is_file() and name in GENERIC_TOKENIZER_CLASSES
+
+
+def load_tokenizer(path: str | Path):
     path = Path(path)
     # the files a tokenizer is built from (tokenizer_config.json alone is not one)
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json); convert the model again")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
+        if _generic_fast_tokenizer(path):  # the class AutoTokenizer would pick, without its torch import (~1.7 s)
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as err:  # transformers raises several types for broken tokenizer files
         raise CheckpointError(

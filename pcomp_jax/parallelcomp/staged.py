@@ -377,12 +377,9 @@ def _answer(model, document: Document, prompt: ChunkedPrompt, host_seconds: floa
             config=mc,
             plan=plan,
         )
-        nlls.append((g.members, nll))
-    scores = np.zeros((prompt.num_chunks,), np.float32)
-    for members, nll in nlls:
-        scores[list(members)] = np.asarray(nll)
-    extra = {"chunk_scores": [round(float(s), 4) for s in scores], "document_cache": document.placement}
-    [(ids, stats)] = finish_answer(model, [prompt], config, backend, buffer, plan, question[None], [extra], start)
+        nlls.append(([(0, i) for i in g.members], nll))
+    extra = {"document_cache": document.placement}
+    [(ids, stats)] = finish_answer(model, [prompt], config, backend, buffer, plan, question[None], nlls, [extra], start)
     stats = {"method": "parallelcomp", "staged": True, "host_seconds": round(host_seconds, 3), **stats}
     stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
     return Result(text=answer_text(model.tokenizer, ids), tokens=ids, stats=stats)
