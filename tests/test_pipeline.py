@@ -4,6 +4,7 @@ static shapes, bounded memory and bad input."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 
@@ -510,7 +511,7 @@ def test_bad_input_messages(model, kwargs, error, message):
     [
         ({"keep_chunks": 0}, "keep_chunks must be >= 1"),
         ({"chunk_tokens": 0}, "chunk_tokens must be >= 1"),
-        ({"split": "words"}, "split must be"),
+        ({"split": "words"}, "unknown split"),
     ],
 )
 def test_bad_config_messages(change, message):
@@ -518,8 +519,22 @@ def test_bad_config_messages(change, message):
         cfg(**change)
 
 
+def test_named_choices_are_their_strings():
+    """Enum members and plain strings are interchangeable: configs normalise strings to members, which compare and
+    hash like the strings (jit caches agree) and write plain strings to JSON; a wrong value is one clear line."""
+    from pcomp_jax.choices import Positions, Region, Split
+
+    c = ParallelCompConfig(split="chars", positions="shared", calibration=Calibration(region="middle"))
+    assert c.split is Split.CHARS and c.positions is Positions.SHARED and c.calibration.region is Region.MIDDLE
+    assert c == ParallelCompConfig(split=Split.CHARS, calibration=Calibration(region=Region.MIDDLE))
+    assert hash(c) == hash(ParallelCompConfig(split=Split.CHARS, calibration=Calibration(region=Region.MIDDLE)))
+    assert json.dumps({"region": c.calibration.region}) == '{"region": "middle"}'
+    with pytest.raises(PipelineConfigError, match=r"^unknown split 'words' \(choose from tokens, chars\)$"):
+        ParallelCompConfig(split="words")
+
+
 def test_bad_sub_config_messages():
-    with pytest.raises(PipelineConfigError, match="region must be one of"):
+    with pytest.raises(PipelineConfigError, match="unknown calibration region"):
         Calibration(region="edges")
     with pytest.raises(PipelineConfigError, match="pool_kernel"):
         TokenEviction(pool_kernel=4)

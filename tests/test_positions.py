@@ -65,7 +65,7 @@ def test_one_kept_chunk_reads_the_same_either_way(model):
 
 
 def test_bad_positions_are_refused(model):
-    with pytest.raises(PipelineConfigError, match="positions must be one of"):
+    with pytest.raises(PipelineConfigError, match="unknown positions"):
         ParallelCompConfig(positions="packed")
     with pytest.raises(InputError, match="positions='consecutive' needs"):
         run(model, text(400), keep_chunks=3, chunk_tokens=200, positions="consecutive")

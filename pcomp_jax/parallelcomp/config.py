@@ -11,10 +11,11 @@ import dataclasses
 import math
 import numbers
 
+from pcomp_jax.choices import Pool, Positions, Region, Split
 from pcomp_jax.decoding import Sampling
 
-REGIONS = ("sink", "recent", "middle", "all")
-POSITIONS = ("shared", "consecutive")
+REGIONS = tuple(Region)
+POSITIONS = tuple(Positions)
 
 
 class PipelineConfigError(ValueError):
@@ -43,6 +44,11 @@ def _number(name: str, value) -> None:
     )
 
 
+def _choice(config, field: str, kind, what: str) -> None:
+    """Replace the string in `config.field` by its `kind` member (equal to it), or raise one line."""
+    object.__setattr__(config, field, kind.parse(getattr(config, field), what, PipelineConfigError))
+
+
 def _optional(name: str, value, cls: type) -> None:
     _check(value is None or isinstance(value, cls), f"{name} must be a {cls.__name__} or None, got {value!r}")
 
@@ -64,14 +70,14 @@ class TokenEviction:
     window: int = 8
     pool_kernel: int = 7
     per_query_head: bool = False
-    pool: str = "max"
+    pool: Pool = Pool.MAX
 
     def __post_init__(self):
         _int("eviction capacity", self.capacity)
         _int("eviction window", self.window)
         _int("pool_kernel", self.pool_kernel)
         _check(self.pool_kernel % 2 == 1, f"pool_kernel must be a positive odd number, got {self.pool_kernel}")
-        _check(self.pool in ("max", "avg"), f"pool must be 'max' or 'avg', got {self.pool!r}")
+        _choice(self, "pool", Pool, "pool")
         _check(
             isinstance(self.per_query_head, bool), f"per_query_head must be True or False, got {self.per_query_head!r}"
         )
@@ -87,14 +93,14 @@ class Calibration:
     "sink" the first `region_width`, "recent" the last `region_width`, "middle" those strictly between, "all" any.
     """
 
-    region: str = "sink"
+    region: Region = Region.SINK
     layers: tuple[int, int] = (0, 7)
     threshold: float = 0.1
     observe_last: int = 1
     region_width: int = 100
 
     def __post_init__(self):
-        _check(self.region in REGIONS, f"calibration region must be one of {REGIONS}, got {self.region!r}")
+        _choice(self, "region", Region, "calibration region")
         layers = self.layers
         _check(
             isinstance(layers, tuple | list)
@@ -138,10 +144,10 @@ class ParallelCompConfig:
     chunk_tokens: int | None = None
     keep_chunks: int | None = None
     chunk_batch: int | None = None
-    split: str = "tokens"
+    split: Split = Split.TOKENS
     eviction: TokenEviction | None = None
     calibration: Calibration | None = None
-    positions: str = "shared"
+    positions: Positions = Positions.SHARED
     chat: bool | None = None
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
@@ -151,10 +157,10 @@ class ParallelCompConfig:
                 _int(name, getattr(self, name))
         if self.chunk_batch is not None:
             _int("chunk_batch", self.chunk_batch)
-        _check(self.split in ("tokens", "chars"), f"split must be 'tokens' or 'chars', got {self.split!r}")
+        _choice(self, "split", Split, "split")
         _optional("eviction", self.eviction, TokenEviction)
         _optional("calibration", self.calibration, Calibration)
-        _check(self.positions in POSITIONS, f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        _choice(self, "positions", Positions, "positions")
         _check(self.chat in (None, True, False), f"chat must be True, False or None, got {self.chat!r}")
         _check(isinstance(self.sampling, Sampling), f"sampling must be a Sampling, got {self.sampling!r}")
 

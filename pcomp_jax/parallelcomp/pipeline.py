@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from pcomp_jax import text as user_text
 from pcomp_jax.attention import last_rows, resolve_backend
 from pcomp_jax.baselines import run_baseline
+from pcomp_jax.choices import Method
 from pcomp_jax.decoding import decode
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
@@ -41,7 +42,7 @@ from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, keep_lowest
 from pcomp_jax.sharding import chunk_shards
 
-METHODS = ("parallelcomp", "full", "truncate", "streaming")
+METHODS = tuple(Method)
 QUESTION_BUCKET = 32
 
 
@@ -541,8 +542,7 @@ def _batch(context, question, single, what: str) -> tuple[list, list, bool]:
 
 def _check_call(model, config, method: str) -> ParallelCompConfig:
     """The resolved config of a call (see `check_config`)."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    Method.parse(method, "method", InputError)
     if not isinstance(config, ParallelCompConfig):
         raise InputError(f"config must be a ParallelCompConfig, got {config!r}")
     return check_config(config, model.config)
