@@ -9,7 +9,7 @@ Rows, for each shape (bf16, causal, every chunk full length, observation rows = 
   (b) cudnn           jax.nn.dot_product_attention(implementation="cudnn"): output only
   (c) cudnn+xla       (b) plus the scores in a separate XLA pass (attention.observation_scores)
   (d) xla+xla         implementation="xla" plus the same score pass, where it fits in memory
-  (e) cudnn+pallas    (b) plus the scores from our Pallas score kernel alone (pallas_attention.chunk_scores)
+  (e) cudnn+pallas    (b) plus the scores from our Pallas score kernel alone (kernels.triton.chunk_scores)
 Then: the compiled kernel on ragged edge cases against the dense reference (EDGE_CASES), and the whole prefill of a
 chunk group through the model with each backend.
 TFLOP/s counts causal FLOPs, 2 * C * N * T^2 * H (half of dense 4 * T^2 * H). Before timing, every variant is
@@ -32,8 +32,9 @@ import numpy as np
 from pcomp_jax import attention
 from pcomp_jax.attention import scores_of_rows
 from pcomp_jax.heads import group_scores
+from pcomp_jax.kernels.contract import reference
+from pcomp_jax.kernels.triton import Blocks, chunk_attention, chunk_scores
 from pcomp_jax.model import forward, init_params
-from pcomp_jax.pallas_attention import Blocks, chunk_attention, chunk_scores, reference
 
 try:
     from gpu_check import SHAPES as MODELS  # run as a script: benchmarks/ is on the path
@@ -259,7 +260,7 @@ def _group_prefill(params, tokens, *, config, backend, window):
     return jax.vmap(one)(tokens)
 
 
-MODEL_VARIANTS = {  # label: (attention_backend, attention.SCORE_KERNEL_BESIDE_CUDNN)
+MODEL_VARIANTS = {  # label: (attention_backend, whether our score kernel may run beside cuDNN)
     "cudnn + jnp scores": ("cudnn", False),
     "cudnn + pallas scores": ("cudnn", True),
     "pallas": ("pallas", True),
@@ -274,9 +275,9 @@ def model_check(window: int, repeats: int, rounds: int) -> list[dict]:
     for name, config in MODELS.items():
         params = init_params(config, jax.random.key(0), jnp.bfloat16)
         tokens = jax.random.randint(jax.random.key(1), (MODEL_CHUNKS, t), 0, config.vocab_size)
-        group, first = [], None
+        group, first, scorers = [], None, attention.SCORE_KERNELS
         for label, (backend, beside) in MODEL_VARIANTS.items():
-            attention.SCORE_KERNEL_BESIDE_CUDNN = beside  # read at trace time, i.e. on this first call
+            attention.SCORE_KERNELS = scorers if beside else scorers[1:]  # read at trace time: this first call
             fn = jax.jit(functools.partial(_group_prefill, config=config, backend=backend, window=window))
             outs = [np.asarray(x, np.float32) for x in fn(params, tokens)]
             row = {"model": name, "backend": label, "chunks": MODEL_CHUNKS, "tokens": t, "fn": fn}
@@ -287,7 +288,7 @@ def model_check(window: int, repeats: int, rounds: int) -> list[dict]:
                 row["rel_diff_scores"] = rel(outs[1], first[1])
                 row["argmax_agree"] = float((outs[0].argmax(-1) == first[0].argmax(-1)).mean())
             group.append(row)
-        attention.SCORE_KERNEL_BESIDE_CUDNN = True
+        attention.SCORE_KERNELS = scorers
         for _ in range(rounds):
             for row in group:
                 row.setdefault("ms_rounds", []).append(timed(row["fn"], [(params, tokens)], repeats) * 1e3)

@@ -9,12 +9,16 @@ valid for its KV head.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, used for the fresh causal prefill on GPU in
   bfloat16/float16 (keys are exactly the new tokens, right-padded); float32 models and masked attention over an
   existing cache use the reference.
-- "pallas": `pallas_attention.chunk_attention` for a fresh prefill that asks for observation scores (token
+- "pallas": `kernels.triton.chunk_attention` for a fresh prefill that asks for observation scores (token
   eviction): our attention kernel, then our score kernel (interpret mode off the GPU); other fresh prefills as
   "cudnn".
-- "auto": "cudnn" on a GPU, the reference elsewhere. Not "pallas": on the H100 our attention kernel is still slower
-  than cuDNN (0.84x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so auto picks cuDNN and takes only the
-  scores from Pallas (`SCORE_KERNEL_BESIDE_CUDNN`); `PALLAS_IN_AUTO` flips it once the full kernel wins.
+- "auto": "cudnn" on a GPU, the reference elsewhere (`AUTO`). Not "pallas": on the H100 our attention kernel is
+  still slower than cuDNN (0.84x on the Llama-3-8B chunk shape, docs/BENCHMARKS.md), so auto picks cuDNN and takes
+  only the scores from Pallas.
+
+Each implementation is a `Kernel` that declares what it takes (the backend settings that may pick it, platforms,
+query dtypes, shapes, whether it gives scores); `fresh_attention` runs the first of `ATTENTION_KERNELS` that takes
+the call, then, if scores were asked for and it gave none, the first of `SCORE_KERNELS` that does.
 
 Observation scores (`observation_scores`, or the kernel's) are, per query head, the softmax mass each key receives
 from a few observation rows, summed over the rows, with each row's full normaliser (docs/ALGORITHM.md 1.5).
@@ -22,32 +26,31 @@ from a few observation rows, summed over the rows, with each row's full normalis
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pcomp_jax.choices import Backend
 from pcomp_jax.errors import first_line
 
 MASK_VALUE = -1e30  # finite, so rows with no visible key (padding queries) give zeros instead of NaN
 QUERY_BLOCK = 512
-BACKENDS = ("auto", "reference", "cudnn", "pallas")
-PALLAS_IN_AUTO = False  # see the module docstring: our attention kernel measured slower than cuDNN
-SCORE_KERNEL_BESIDE_CUDNN = True  # "cudnn" on a GPU: scores from our Pallas score kernel instead of a jnp pass
+BACKENDS = tuple(Backend)
+AUTO = {"gpu": Backend.CUDNN}  # "auto" per platform, the reference elsewhere; not Pallas: slower than cuDNN (above)
 
 
 def resolve_backend(backend: str) -> str:
     """Concrete backend name for `backend` on the current default device (on a GPU, also checks once that our
     Pallas score kernel works there: `score_kernel_usable`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    backend = Backend.parse(backend, "attention backend")
     if jax.default_backend() == "gpu" and backend != "reference":
         score_kernel_usable()
-    if backend == "auto":
-        if jax.default_backend() != "gpu":
-            return "reference"
-        return "pallas" if PALLAS_IN_AUTO else "cudnn"
+    if backend == Backend.AUTO:
+        return AUTO.get(jax.default_backend(), Backend.REFERENCE)
     return backend
 
 
@@ -56,7 +59,7 @@ _score_kernel_ok: bool | None = None  # None: not checked yet in this process
 
 def _compile_score_kernel() -> None:
     """Compile our Pallas score kernel (Triton lowering, deprecated in JAX 0.11) for a tiny shape, running nothing."""
-    from pcomp_jax.pallas_attention import chunk_scores
+    from pcomp_jax.kernels.triton import chunk_scores
 
     q = jax.ShapeDtypeStruct((1, 64, 2, 64), jnp.bfloat16)
     k = jax.ShapeDtypeStruct((1, 64, 1, 64), jnp.bfloat16)
@@ -230,31 +233,120 @@ def scores_of_rows(q, rows, keys, key_valid, q_slots):
     return observation_scores(rows_q, keys, key_valid, slots)
 
 
+HALF = (jnp.bfloat16, jnp.float16)  # a tuple: dtypes compare equal to these types but hash differently
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One implementation behind `fresh_attention` and what it takes.
+
+    run(q, k, v, token_valid, lengths, score_rows, platform): (out, scores or None) for an attention kernel, scores for
+    a score kernel. backends: the settings that may pick it; platforms: JAX default backends it runs on; dtypes:
+    query dtypes (empty: any); scores: an attention kernel that also gives the observation scores, picked only when
+    they are asked for; fits(q): the shapes it handles; usable(platform): that it compiles there (checked once).
+    """
+
+    name: str
+    run: Callable
+    backends: frozenset
+    platforms: frozenset = frozenset({"cpu", "gpu", "tpu"})
+    dtypes: tuple = ()
+    scores: bool = False
+    fits: Callable = lambda q: True
+    usable: Callable = lambda platform: True
+
+    def takes(self, backend: str, q: jax.Array, platform: str) -> bool:
+        return (
+            backend in self.backends
+            and platform in self.platforms
+            and (not self.dtypes or q.dtype in self.dtypes)
+            and self.fits(q)
+            and self.usable(platform)
+        )
+
+
+def _pallas_attention(q, k, v, token_valid, lengths, score_rows, platform):
+    from pcomp_jax.kernels.triton import chunk_attention  # Pallas imports stay off the default path
+
+    out, _, scores = chunk_attention(q, k, v, lengths, score_rows, per_query_head=True, interpret=platform != "gpu")
+    return out, scores
+
+
+def _triton_scores(q, k, v, token_valid, lengths, score_rows, platform):
+    from pcomp_jax.kernels.triton import chunk_scores
+
+    return chunk_scores(q, k, lengths, score_rows, per_query_head=True)
+
+
+def _key_valid(k, token_valid):
+    return jnp.broadcast_to(token_valid[:, :, None], k.shape[:3])  # [B, T, K]
+
+
+ALL = frozenset(Backend) - {Backend.AUTO}
+ATTENTION_KERNELS = (
+    Kernel(  # our attention kernel with its companion score launch (interpret mode off the GPU)
+        "pallas",
+        _pallas_attention,
+        backends=frozenset({Backend.PALLAS}),
+        platforms=frozenset({"gpu", "cpu"}),
+        scores=True,
+        fits=pallas_fits,
+        usable=lambda platform: platform != "gpu" or score_kernel_usable(),
+    ),
+    Kernel(
+        "cudnn",
+        lambda q, k, v, valid, lengths, rows, platform: (cudnn_causal_attention(q, k, v, lengths), None),
+        backends=frozenset({Backend.CUDNN, Backend.PALLAS}),
+        platforms=frozenset({"gpu"}),
+        dtypes=HALF,
+    ),
+    Kernel(
+        "reference",
+        lambda q, k, v, valid, lengths, rows, platform: (causal_attention(q, k, v, _key_valid(k, valid)), None),
+        backends=ALL,
+    ),
+)
+SCORE_KERNELS = (
+    Kernel(  # our score kernel beside cuDNN's attention
+        "triton scores",
+        _triton_scores,
+        backends=frozenset({Backend.CUDNN, Backend.PALLAS}),
+        platforms=frozenset({"gpu"}),
+        dtypes=HALF,
+        fits=pallas_fits,
+        usable=lambda platform: score_kernel_usable(),
+    ),
+    Kernel(
+        "jnp scores",
+        lambda q, k, v, valid, lengths, rows, platform: scores_of_rows(
+            q, rows, k, _key_valid(k, valid), jnp.arange(q.shape[1])
+        ),
+        backends=ALL,
+    ),
+)
+
+
 def fresh_attention(q, k, v, token_valid, backend: str, score_rows=None):
     """Causal attention over new right-padded tokens (query t at slot t), with observation scores when asked.
 
     q [B, T, N, H]; k, v [B, T, K, H]; token_valid [B, T], a prefix of True per row (right padding: the cuDNN and
-    Pallas paths read only its count); score_rows [B, W] indices into T (others ignored) or None.
-    Returns out [B, T, N, H], zeros on padding rows whatever the backend, and scores [B, N, T] float32 (None without
-    rows). On a GPU the scores come from the Pallas kernels: with "pallas" from our attention kernel's companion score
-    launch, with "cudnn" from the score kernel beside cuDNN's attention (when SCORE_KERNEL_BESIDE_CUDNN; otherwise,
-    and off the GPU, the jnp pass).
+    Pallas paths read only its count); score_rows [B, W] indices into T (others ignored) or None; backend: a
+    resolved backend (`resolve_backend`). Returns out [B, T, N, H], zeros on padding rows whatever the kernel, and
+    scores [B, N, T] float32 (None without rows). The kernels are chosen as the module docstring says.
     """
     lengths = token_valid.sum(-1).astype(jnp.int32)
-    on_gpu = jax.default_backend() == "gpu"
-    if backend == "pallas" and score_rows is not None and pallas_fits(q) and (not on_gpu or score_kernel_usable()):
-        from pcomp_jax.pallas_attention import chunk_attention  # Pallas imports stay off the default path
-
-        out, _, scores = chunk_attention(q, k, v, lengths, score_rows, per_query_head=True, interpret=not on_gpu)
-        return out, scores
-    valid = jnp.broadcast_to(token_valid[:, :, None], k.shape[:3])  # [B, T, K]
-    cudnn = backend in ("cudnn", "pallas") and q.dtype in (jnp.bfloat16, jnp.float16) and on_gpu
-    out = cudnn_causal_attention(q, k, v, lengths) if cudnn else causal_attention(q, k, v, valid)
+    platform = jax.default_backend()
+    kernel, scorer = choose_kernels(backend, q, score_rows is not None, platform)
+    out, scores = kernel.run(q, k, v, token_valid, lengths, score_rows, platform)
     out = jnp.where(token_valid[:, :, None, None], out, 0).astype(out.dtype)
-    if score_rows is None:
-        return out, None
-    if cudnn and SCORE_KERNEL_BESIDE_CUDNN and pallas_fits(q) and score_kernel_usable():
-        from pcomp_jax.pallas_attention import chunk_scores
+    if scorer is not None:
+        scores = scorer.run(q, k, v, token_valid, lengths, score_rows, platform)
+    return out, scores
 
-        return out, chunk_scores(q, k, lengths, score_rows, per_query_head=True)
-    return out, scores_of_rows(q, score_rows, k, valid, jnp.arange(q.shape[1]))
+
+def choose_kernels(backend: str, q: jax.Array, wants_scores: bool, platform: str) -> tuple[Kernel, Kernel | None]:
+    """The attention kernel for this call and, when scores are wanted and it gives none, the score kernel."""
+    kernel = next(x for x in ATTENTION_KERNELS if (wants_scores or not x.scores) and x.takes(backend, q, platform))
+    if not wants_scores or kernel.scores:
+        return kernel, None
+    return kernel, next(x for x in SCORE_KERNELS if x.takes(backend, q, platform))

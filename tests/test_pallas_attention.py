@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from pcomp_jax.attention import last_rows
-from pcomp_jax.pallas_attention import Blocks, chunk_attention, reference
+from pcomp_jax.kernels.contract import reference
+from pcomp_jax.kernels.triton import Blocks, chunk_attention
 
 
 @functools.partial(
@@ -159,7 +160,7 @@ def test_kernel_matches_numpy_float32(name):
 def test_scores_kernel_alone(per_query_head):
     """`chunk_scores` (the score kernel that runs beside cuDNN) gives the float64 scores, with nothing unwritten;
     T = 100 is not a multiple of its key block."""
-    from pcomp_jax.pallas_attention import chunk_scores
+    from pcomp_jax.kernels.triton import chunk_scores
 
     q, k, v = make_inputs(8, 3, 100, 6, 2, 64)
     lengths = jnp.asarray([100, 37, 1], jnp.int32)
@@ -351,10 +352,11 @@ def test_model_scores_agree_across_backends_for_any_rows():
 def test_gpu_default_takes_scores_from_the_score_kernel(monkeypatch):
     """The "cudnn" backend on a GPU (simulated: cuDNN replaced by the jnp causal attention, the score kernel run in
     interpret mode) returns the score kernel's scores, equal to the jnp pass of the reference backend."""
-    from pcomp_jax import attention, pallas_attention
+    from pcomp_jax import attention
+    from pcomp_jax.kernels import triton
 
     calls = []
-    original = pallas_attention.chunk_scores
+    original = triton.chunk_scores
 
     def scores_in_interpreter(*args, **kwargs):
         calls.append(1)
@@ -372,7 +374,7 @@ def test_gpu_default_takes_scores_from_the_score_kernel(monkeypatch):
     monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(attention, "cudnn_causal_attention", fake_cudnn)
     monkeypatch.setattr(attention, "_score_kernel_ok", True)  # the compile check needs a real GPU
-    monkeypatch.setattr(pallas_attention, "chunk_scores", scores_in_interpreter)
+    monkeypatch.setattr(triton, "chunk_scores", scores_in_interpreter)
     got = attention.fresh_attention(q, k, v, token_valid, "cudnn", rows)
     assert calls, "the score kernel was not used"
     np.testing.assert_array_equal(np.asarray(got[0], np.float32), np.asarray(want[0], np.float32))
@@ -407,3 +409,25 @@ def test_score_kernel_that_cannot_compile_falls_back_with_one_warning(monkeypatc
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: Pallas score kernel unavailable (cannot import name")
     assert "using the jnp score pass" in err
+
+
+@pytest.mark.parametrize(
+    "backend, dtype, head_dim, wants, platform, kernels",
+    [
+        ("reference", jnp.float32, 64, True, "cpu", ("reference", "jnp scores")),
+        ("pallas", jnp.float32, 64, True, "cpu", ("pallas", None)),  # interpret mode
+        ("pallas", jnp.float32, 64, False, "cpu", ("reference", None)),  # no scores asked: not the scoring kernel
+        ("cudnn", jnp.bfloat16, 64, True, "gpu", ("cudnn", "triton scores")),
+        ("cudnn", jnp.bfloat16, 64, False, "gpu", ("cudnn", None)),
+        ("cudnn", jnp.float32, 64, True, "gpu", ("reference", "jnp scores")),  # cuDNN takes half precision only
+        ("pallas", jnp.bfloat16, 64, True, "gpu", ("pallas", None)),
+        ("pallas", jnp.bfloat16, 96, True, "gpu", ("cudnn", "jnp scores")),  # head dim the kernels do not take
+    ],
+)
+def test_kernels_declare_what_they_take(monkeypatch, backend, dtype, head_dim, wants, platform, kernels):
+    from pcomp_jax import attention
+
+    monkeypatch.setattr(attention, "_score_kernel_ok", True)  # the compile check needs a real GPU
+    q = jnp.zeros((1, 16, 4, head_dim), dtype)
+    kernel, scorer = attention.choose_kernels(backend, q, wants, platform)
+    assert (kernel.name, scorer and scorer.name) == kernels

@@ -1,4 +1,4 @@
-"""Causal attention over a batch of chunks that also returns each key's importance, in Pallas (Triton lowering).
+"""The chunk-attention contract (`pcomp_jax.kernels`) as Pallas kernels with the Triton lowering.
 
 `chunk_attention(q, k, v, lengths, obs_rows)` computes, for right-padded chunks,
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from pcomp_jax.heads import group_scores
+from pcomp_jax.kernels.contract import AttentionOutput
 
 LOG2E = math.log2(math.e)
 _MASK = -1e30  # finite, so a row with no visible key in a block never produces inf - inf
@@ -68,14 +68,6 @@ class Blocks:
 def default_blocks(head_dim: int) -> Blocks:
     """The fastest configuration measured on the H100 (docs/BENCHMARKS.md) for the two benchmarked head dims."""
     return Blocks(64, 64, num_warps=4, num_stages=4) if head_dim <= 64 else Blocks(128, 128, num_warps=8, num_stages=3)
-
-
-class AttentionOutput(NamedTuple):
-    """See `chunk_attention`; scores is None when no observation rows were given."""
-
-    out: jax.Array
-    lse: jax.Array
-    scores: jax.Array | None
 
 
 def _dot_t(a, b):
@@ -403,31 +395,3 @@ def _ignore_poison(kernel, num_outputs):
         return kernel(*refs[:n_in], *refs[n_in + num_outputs :])
 
     return wrapped
-
-
-def reference(q, k, v, lengths, obs_rows=None, *, per_query_head=False):
-    """The same three outputs in plain jnp, materialising [C, N, T, T] (tests and small benchmarks)."""
-    c, t, n, h = q.shape
-    kh = k.shape[2]
-    kr, vr = (jnp.repeat(x, n // kh, axis=2) for x in (k, v))
-    logits = jnp.einsum("ctnh,csnh->cnts", q, kr, preferred_element_type=jnp.float32) * h**-0.5
-    pos = jnp.arange(t)
-    key_ok = (pos[None, :] < lengths[:, None])[:, None, None, :]  # [C, 1, 1, S]
-    visible = (pos[None, :] <= pos[:, None])[None, None] & key_ok  # [C, 1, T, S]
-    row_ok = (pos[None, :] < lengths[:, None])[:, None, :]  # [C, 1, T]
-    logits = jnp.where(visible, logits, -jnp.inf)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    # every row's own normaliser (observation rows may sit in the padding); -inf only where a chunk is empty
-    probs = jnp.where(visible, jnp.exp(logits - jnp.where(jnp.isfinite(lse), lse, 0.0)[..., None]), 0.0)
-    out = jnp.einsum("cnts,csnh->ctnh", probs.astype(vr.dtype), vr, preferred_element_type=jnp.float32)
-    out = jnp.where(row_ok.transpose(0, 2, 1)[..., None], out, 0.0).astype(q.dtype)
-    lse = jnp.where(row_ok, lse, -jnp.inf)
-    if obs_rows is None:
-        return AttentionOutput(out, lse, None)
-    rows = jnp.clip(obs_rows, 0, t - 1)
-    seen = jnp.take_along_axis(probs, rows[:, None, :, None], axis=2)  # [C, N, W, S]
-    seen = jnp.where((obs_rows >= 0)[:, None, :, None], seen, 0.0)
-    scores = seen.sum(axis=2)
-    if not per_query_head:
-        scores = scores.reshape(c, kh, n // kh, t).sum(axis=2)
-    return AttentionOutput(out, lse, scores)
