@@ -350,3 +350,39 @@ def choose_kernels(backend: str, q: jax.Array, wants_scores: bool, platform: str
     if not wants_scores or kernel.scores:
         return kernel, None
     return kernel, next(x for x in SCORE_KERNELS if x.takes(backend, q, platform))
+
+
+def attend(q, k, v, layer, layer_cache, step):
+    """The model-independent half of an attention layer: write the new keys and values into the layer's cache,
+    filter the cache's keys (`step.key_filter`, e.g. calibration), and attend with the kernel the step's backend
+    picks (`fresh_attention` over a fresh cache, `decode_attention` for one token, `reference_attention` otherwise),
+    with the observation scores when `step.score_rows` asks for them.
+
+    q [B, T, N, H] and k, v [B, T, K, H] after RoPE; layer_cache (k, v [B, S, K', H], valid [B, S, K']), where K' is
+    K, or N for a cache that stores the KV heads repeated per query head; step: the call's `model._Step`.
+    Returns (out [B, T, N, H], the updated layer cache, scores [B, N, S or T] or None).
+    """
+    b, t = q.shape[:2]
+    ck, cv, cvalid = layer_cache  # [B, S, K', H], [B, S, K', H], [B, S, K']
+    if ck.shape[2] != k.shape[2]:  # a cache that stores KV heads repeated per query head (K' = N)
+        repeat = ck.shape[2] // k.shape[2]
+        k, v = jnp.repeat(k, repeat, axis=2), jnp.repeat(v, repeat, axis=2)
+    new_valid = jnp.broadcast_to(step.token_valid[:, :, None], (b, t, ck.shape[2]))  # [B, T, K']
+    ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, step.end, 0, 0))
+    cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, step.end, 0, 0))
+    cvalid = lax.dynamic_update_slice(cvalid, new_valid, (0, step.end, 0))
+    if step.key_filter is not None:
+        cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
+
+    if step.fresh:  # a fresh cache holds exactly the new tokens, one entry per KV head
+        out, scores = fresh_attention(q, k, v, step.token_valid, step.backend, step.score_rows)
+        return out, (ck, cv, cvalid), scores
+    q_slots = step.end + jnp.arange(t)
+    if t == 1:  # a decode step: read the cache once, in place
+        out = decode_attention(q, ck, cv, step.end, cvalid)
+    else:
+        out = reference_attention(q, ck, cv, q_slots, cvalid)
+    scores = None
+    if step.score_rows is not None:
+        scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
+    return out, (ck, cv, cvalid), scores

@@ -18,13 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from pcomp_jax.attention import (
-    decode_attention,
-    fresh_attention,
-    reference_attention,
-    resolve_backend,
-    scores_of_rows,
-)
+from pcomp_jax.attention import attend, resolve_backend
 from pcomp_jax.cache import KVCache
 from pcomp_jax.config import LlamaConfig
 from pcomp_jax.rope import apply_rope, rope_tables
@@ -88,33 +82,12 @@ class Attention(nn.Module):
         q = apply_rope(q, step.cos, step.sin)  # [B, T, N, H]
         k = apply_rope(k, step.cos, step.sin)  # [B, T, K, H]
 
-        ck, cv, cvalid = layer_cache  # [B, S, K, H], [B, S, K, H], [B, S, K]
-        if ck.shape[2] != c.num_kv_heads:  # a cache that stores KV heads repeated per query head (K = N)
-            k = jnp.repeat(k, ck.shape[2] // c.num_kv_heads, axis=2)
-            v = jnp.repeat(v, ck.shape[2] // c.num_kv_heads, axis=2)
-        new_valid = jnp.broadcast_to(step.token_valid[:, :, None], (b, t, ck.shape[2]))  # [B, T, K]
-        ck = lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, step.end, 0, 0))
-        cv = lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, step.end, 0, 0))
-        cvalid = lax.dynamic_update_slice(cvalid, new_valid, (0, step.end, 0))
-        if step.key_filter is not None:
-            cvalid = step.key_filter(layer, q, step.token_valid, step.end + jnp.arange(t), ck, cvalid)
-
-        if step.fresh:  # a fresh cache holds exactly the new tokens, one entry per KV head
-            out, scores = fresh_attention(q, k, v, step.token_valid, step.backend, step.score_rows)
-        else:
-            q_slots = step.end + jnp.arange(t)
-            if t == 1:  # a decode step: read the cache once, in place
-                out = decode_attention(q, ck, cv, step.end, cvalid)
-            else:
-                out = reference_attention(q, ck, cv, q_slots, cvalid)
-            scores = None
-            if step.score_rows is not None:
-                scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
+        out, layer_cache, scores = attend(q, k, v, layer, layer_cache, step)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         if rows is not None:  # only these rows go on (see DecoderLayer)
             out = _take_rows(out, rows)
         out = nn.Dense(c.hidden_size, use_bias=c.o_bias, dtype=self.dtype, param_dtype=self.dtype, name="o_proj")(out)
-        return out, (ck, cv, cvalid), scores
+        return out, layer_cache, scores
 
 
 class MLP(nn.Module):
