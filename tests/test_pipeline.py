@@ -697,3 +697,16 @@ def test_generate_from_ids_is_generate_without_a_template(model):
     assert silent.tokens == want.tokens and silent.text == ""
     with pytest.raises(InputError, match="question is empty"):
         pcomp_jax.generate_from_ids(ids_model, ids, [], cfg())
+
+
+def test_stats_keys_are_declared(model):
+    """Every key an answer's stats carry is one `Stats` declares (ParallelComp, a batch, the baselines, staged)."""
+    from pcomp_jax import generate_many
+    from pcomp_jax.parallelcomp.stats import Stats
+
+    declared = set(Stats.__annotations__)
+    results = [run(model, text(60)), *run(model, [text(60), text(30)]), run(model, "")]
+    results += [run(model, text(60), method=m) for m in ("truncate", "streaming", "full")]
+    results += generate_many(model, text(60), [QUESTION], cfg(), template=TEMPLATE, progress=False)
+    for r in results:
+        assert set(r.stats) <= declared, set(r.stats) - declared

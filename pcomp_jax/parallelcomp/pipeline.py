@@ -16,7 +16,6 @@ import functools
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +39,7 @@ from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
 from pcomp_jax.parallelcomp.select import ChunkSet, concat, keep_lowest
+from pcomp_jax.parallelcomp.stats import Stats
 from pcomp_jax.sharding import chunk_shards
 
 METHODS = tuple(Method)
@@ -48,11 +48,11 @@ QUESTION_BUCKET = 32
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """The answer text (special tokens removed), its token ids, and statistics of the run."""
+    """The answer text (special tokens removed), its token ids, and statistics of the run (`stats.Stats`)."""
 
     text: str
     tokens: list[int]
-    stats: dict[str, Any]
+    stats: Stats
 
 
 @dataclasses.dataclass(frozen=True)
