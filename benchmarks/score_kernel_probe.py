@@ -17,6 +17,10 @@ from pcomp_jax.pretrained import Model
 
 print("device:", jax.devices()[0].device_kind, "jax", jax.__version__)
 print("score kernel usable:", attention.score_kernel_usable())
+q = jax.numpy.zeros((1, 16, 9, 64), jax.numpy.bfloat16)  # a SmolLM2-shaped query
+for backend in ("cudnn", "pallas"):
+    chosen = attention.choose_kernels(attention.resolve_backend(backend), q, True, jax.default_backend())
+    print(f"{backend} with scores runs:", " + ".join(k.name for k in chosen if k is not None))
 c = SHAPES["smollm2"]
 params = jax.jit(lambda k: init_params(c, k, jax.numpy.bfloat16))(jax.random.key(0))
 rng = np.random.default_rng(0)
