@@ -202,13 +202,48 @@ def second_prefill(
 
     q_tokens [docs, Qp], q_len [docs]. Returns the last logits [docs, V] (or, with `every_position`, logits at every
     question position [docs, Qp, V]), the cache, the next positions [docs], the kept indices [docs, keep]."""
+    qp = q_tokens.shape[1]
+    logits_at = jnp.broadcast_to(jnp.arange(qp), q_tokens.shape) if every_position else (q_len - 1)[:, None]
+    out, cache, first_position, kept = question_prefill(
+        params,
+        buffer,
+        q_tokens,
+        q_len,
+        config=config,
+        plan=plan,
+        calibration=calibration,
+        extra=extra,
+        logits_at=logits_at,
+    )
+    logits = out.logits if every_position else out.logits[:, 0]
+    return logits, cache, first_position + q_len, kept
+
+
+def question_prefill(
+    params,
+    buffer: ChunkSet,
+    q_tokens,
+    q_len,
+    *,
+    config,
+    plan: Plan,
+    calibration: Calibration | None,
+    extra: int,
+    logits_at=None,
+    score_rows=None,
+):
+    """The body of `second_prefill` (call it under jit): the merged cache of each document's kept chunks with `extra`
+    free slots after the question, and the question's forward over it (calibrated when `calibration` is given).
+
+    logits_at, score_rows [docs, P]: indices into the question of the logits and observation scores to return (see
+    `pcomp_jax.forward`). Returns the forward's output, the cache, the question's first positions [docs] and the kept
+    indices [docs, keep] in document order."""
     rope = config if plan.positions == "consecutive" else None
     cache, first_position, kept = merged_batch(buffer, plan.docs, bos_len=plan.bos_len, consecutive_rope=rope)
     qp = q_tokens.shape[1]
     cache = cache.grow(qp + extra)
     positions = first_position[:, None] + jnp.arange(qp)[None]  # [docs, Qp]
     token_valid = jnp.arange(qp)[None] < q_len[:, None]
-    logits_at = jnp.broadcast_to(jnp.arange(qp), positions.shape) if every_position else (q_len - 1)[:, None]
     out, cache = forward(
         params,
         config,
@@ -217,11 +252,11 @@ def second_prefill(
         cache,
         token_valid=token_valid,
         logits_at=logits_at,
+        score_rows=score_rows,
         key_filter=None if calibration is None else calibration_filter(calibration),
         attention_backend=plan.backend,
     )
-    logits = out.logits if every_position else out.logits[:, 0]
-    return logits, cache, first_position + q_len, kept
+    return out, cache, first_position, kept
 
 
 def pad_slots(k, v, valid, room: int):
