@@ -49,7 +49,7 @@ class ChunkSet:
         )
 
     def take(self, order: jax.Array) -> ChunkSet:
-        return jax.tree.map(lambda x: jnp.take(x, order, axis=0), self)
+        return jax.tree.map(lambda x: jnp.take(x, order, axis=0, mode="clip"), self)  # in range: no fill masks
 
 
 def concat(a: ChunkSet, b: ChunkSet) -> ChunkSet:
