@@ -26,6 +26,20 @@ from pcomp_jax.rope import apply_rope, rope_tables
 Params = dict[str, Any]
 
 
+def _accumulate_f32(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """A dense layer's dot in float32, rounded once to the inputs' dtype."""
+    out = lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=jnp.float32)
+    return out.astype(lhs.dtype)
+
+
+def dense_dot(dtype):
+    """The dense layers' dot: bf16 on a CPU accumulates in float32 (XLA's CPU runs bf16 x bf16 -> f32 at ~1.9x its
+    float32 rate, bf16 -> bf16 below it); elsewhere XLA's own (GPU dots already accumulate in float32)."""
+    if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return _accumulate_f32
+    return lax.dot_general
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * scale, normalised in float32 and cast back before the scale (as HF does)."""
 
@@ -75,6 +89,7 @@ class Attention(nn.Module):
             use_bias=c.qkv_bias,
             dtype=self.dtype,
             param_dtype=self.dtype,
+            dot_general=dense_dot(self.dtype),
             name="qkv_proj",
         )(x)  # [B, T, K, G + 2, H]: per KV head its G query heads, its key, its value
         q = qkv[:, :, :, :g].reshape(b, t, c.num_heads, c.head_dim)  # query head n uses KV head n // G
@@ -86,7 +101,14 @@ class Attention(nn.Module):
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         if rows is not None:  # only these rows go on (see DecoderLayer)
             out = _take_rows(out, rows)
-        out = nn.Dense(c.hidden_size, use_bias=c.o_bias, dtype=self.dtype, param_dtype=self.dtype, name="o_proj")(out)
+        out = nn.Dense(
+            c.hidden_size,
+            use_bias=c.o_bias,
+            dtype=self.dtype,
+            param_dtype=self.dtype,
+            dot_general=dense_dot(self.dtype),
+            name="o_proj",
+        )(out)
         return out, layer_cache, scores
 
 
@@ -98,10 +120,22 @@ class MLP(nn.Module):
     def __call__(self, x):
         c = self.config
         gate_up = nn.DenseGeneral(
-            (2, c.intermediate_size), use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="gate_up_proj"
+            (2, c.intermediate_size),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.dtype,
+            dot_general=dense_dot(self.dtype),
+            name="gate_up_proj",
         )(x)  # [B, T, 2, F]
         h = nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :]  # [B, T, F]
-        return nn.Dense(c.hidden_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype, name="down_proj")(h)
+        return nn.Dense(
+            c.hidden_size,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.dtype,
+            dot_general=dense_dot(self.dtype),
+            name="down_proj",
+        )(h)
 
 
 def _take_rows(x, rows):

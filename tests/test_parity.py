@@ -260,3 +260,26 @@ def test_logits_at_a_few_rows_equal_those_rows_of_every_row():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     none, _ = forward(params, config, tokens, pos)
     assert none.logits is None and none.hidden.shape == (2, 24, config.hidden_size)
+
+
+def test_bfloat16_dense_layers_accumulate_in_float32_on_the_cpu():
+    """On a CPU a bf16 dense layer is one float32-accumulated dot rounded once to bf16 (XLA's CPU runs that at ~1.9x
+    its float32 rate, a bf16-output dot below it): the lowered dot yields f32, and the result equals the float32
+    product of the same operands rounded to bf16, to within one bf16 step; float32 layers keep XLA's own dot."""
+    import flax.linen as nn
+
+    from pcomp_jax.model import dense_dot
+
+    assert jax.default_backend() == "cpu"
+    assert dense_dot(jnp.float32) is jax.lax.dot_general
+    x = jax.random.normal(jax.random.key(0), (4, 96), jnp.bfloat16)
+    layer = nn.Dense(
+        80, use_bias=False, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, dot_general=dense_dot(jnp.bfloat16)
+    )
+    params = layer.init(jax.random.key(1), x)
+    apply = jax.jit(layer.apply)
+    assert "xbf16>, tensor<96x80xbf16>) -> tensor<4x80xf32>" in apply.lower(params, x).as_text()
+    got = apply(params, x)
+    want = (x.astype(jnp.float32) @ params["params"]["kernel"].astype(jnp.float32)).astype(jnp.bfloat16)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=2**-7, atol=0)

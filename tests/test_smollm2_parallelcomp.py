@@ -74,3 +74,15 @@ def test_staged_answers_equal_generate_with_the_chat_template(smollm2):
         got = staged.answer(smollm2, document, question, progress=False)
         assert got.stats["kept_chunks"] == want.stats["kept_chunks"] and got.tokens == want.tokens, question
         np.testing.assert_allclose(got.stats["chunk_scores"], want.stats["chunk_scores"], atol=1e-3)
+
+
+def test_demo_finds_the_needle_in_bfloat16(smollm2_checkpoint, capsys):
+    """`make demo`'s program on a short document (its default is 3x the window), bf16 as by default: the answer is
+    correct, its timing line is printed, and a bad dtype is one line of error."""
+    from pcomp_jax import demo
+
+    assert demo.main(["--ckpt", str(smollm2_checkpoint), "--tokens", "2500", "--no-truncate"]) == 0
+    out = capsys.readouterr().out
+    assert "correct: True" in out and "s after the process started" in out, out
+    assert demo.main(["--ckpt", str(smollm2_checkpoint), "--dtype", "float16"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unsupported dtype 'float16' (choose from float32, bfloat16)"
