@@ -49,6 +49,7 @@ class Cell:
     template: str  # "" for multi_news (LongBench's own prompt)
     chat: bool
     positions: str = "shared"  # ParallelCompConfig.positions; named in the cell only when not the default
+    margin: float | None = None  # ParallelCompConfig.keep_margin; named in the cell only when set
 
     @property
     def name(self) -> str:
@@ -56,7 +57,8 @@ class Cell:
         if self.method in ("truncate", "full"):
             return f"{self.task}/{self.method}/{self.template or 'longbench'}/{chat}"
         name = f"{self.task}/{self.method}/c{self.chunk}/k{self.keep}/{self.template or 'longbench'}/{chat}"
-        return name if self.positions == "shared" else f"{name}/{self.positions}"
+        name = name if self.positions == "shared" else f"{name}/{self.positions}"
+        return name if self.margin is None else f"{name}/m{self.margin:g}"
 
 
 def build_samples(model, spec: str, args) -> tuple[str, list]:
@@ -83,24 +85,30 @@ def grid_cells(args, tasks: list[str]) -> list[Cell]:
     keeps = [int(x) for x in args.keep.split(",")]
     templates = args.templates.split(",")
     positions = args.positions.split(",")
+    margins = [None if m == "none" else float(m) for m in args.margins.split(",")]
     methods = ["parallelcomp"] + ([f"evict-{args.evict}"] if args.evict else [])
     cells = []
     for task in tasks:  # baselines first: every cell is compared with them
         for method in filter(None, args.baselines.split(",")):
             cells.append(Cell(task, method, 0, 0, "" if task == "multi_news" else templates[0], chats[0]))
-    grid = itertools.product(positions, chats, chunks, keeps, templates, methods)
-    for where, chat, chunk, keep, template, method in grid:
+    grid = itertools.product(positions, margins, chats, chunks, keeps, templates, methods)
+    for where, margin, chat, chunk, keep, template, method in grid:
         for task in tasks:
             if task == "multi_news" and (template != templates[0] or method != "parallelcomp"):
-                continue  # LongBench's prompt: one run per chunk x keep x chat (x positions)
-            cells.append(Cell(task, method, chunk, keep, "" if task == "multi_news" else template, chat, where))
+                continue  # LongBench's prompt: one run per chunk x keep x chat (x positions, margin)
+            template = "" if task == "multi_news" else template
+            cells.append(Cell(task, method, chunk, keep, template, chat, where, margin))
     return cells
 
 
 def run_cell(model, cell: Cell, samples, task) -> list[dict]:
     method = cell.method if cell.method in ("truncate", "full") else "parallelcomp"
     config = ParallelCompConfig(
-        chunk_tokens=cell.chunk or 2048, keep_chunks=cell.keep or 1, chat=cell.chat, positions=cell.positions
+        chunk_tokens=cell.chunk or 2048,
+        keep_chunks=cell.keep or 1,
+        keep_margin=cell.margin,
+        chat=cell.chat,
+        positions=cell.positions,
     )
     if cell.method.startswith("evict-"):
         capacity = max(1, round(cell.chunk * float(cell.method.split("-", 1)[1])))
@@ -161,7 +169,9 @@ def summarize(cells: list[Cell], rows: list[dict]) -> list[dict]:
 def rank(summary: list[dict]) -> list[dict]:
     """The pick rule (module docstring) over parallelcomp cells that ran on every task."""
     score = {
-        (s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"], s["positions"]): s["score"]
+        (s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"], s["positions"], s["margin"]): s[
+            "score"
+        ]
         for s in summary
     }
     truncate_news = next((s["score"] for s in summary if s["task"] == "multi_news" and s["method"] == "truncate"), None)
@@ -169,9 +179,11 @@ def rank(summary: list[dict]) -> list[dict]:
     for s in summary:
         if s["method"] != "parallelcomp" or s["task"] != "passkey":
             continue
-        key = (s["chunk"], s["keep"], s["template"], s["chat"], s["positions"])
+        key = (s["chunk"], s["keep"], s["template"], s["chat"], s["positions"], s["margin"])
         niah = score.get(("niah", "parallelcomp", *key))
-        news = score.get(("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"], s["positions"]))
+        news = score.get(
+            ("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"], s["positions"], s["margin"])
+        )
         if niah is None:
             continue
         ok = news is None or truncate_news is None or news >= truncate_news
@@ -182,6 +194,7 @@ def rank(summary: list[dict]) -> list[dict]:
                 "template": s["template"],
                 "chat": s["chat"],
                 "positions": s["positions"],
+                "margin": s["margin"],
                 "passkey": s["score"],
                 "niah": niah,
                 "multi_news": news,
@@ -199,12 +212,16 @@ def table(summary: list[dict], ranked: list[dict]) -> str:
     for s in summary:
         by = ", ".join(f"{int(k) // 1024}K {v:.0f}" for k, v in s["by_length"].items())
         lines.append(f"| {s['cell']} | {s['n']} | {s['score']:.1f} | {by} | {s['median_seconds']:.2f} |")
-    lines += ["", "| rank | chunk | keep | template | chat | positions | passkey | niah | multi_news | >= truncate |"]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "| rank | chunk | keep | margin | template | chat | positions | passkey | niah | multi_news | >= truncate |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(ranked, 1):
         news = "" if r["multi_news"] is None else f"{r['multi_news']:.2f}"
+        margin = "-" if r["margin"] is None else f"{r['margin']:g}"
         lines.append(
-            f"| {i} | {r['chunk']} | {r['keep']} | {r['template']} | {'on' if r['chat'] else 'off'} | "
+            f"| {i} | {r['chunk']} | {r['keep']} | {margin} | {r['template']} | {'on' if r['chat'] else 'off'} | "
             f"{r['positions']} | "
             f"{r['passkey']:.0f} | {r['niah']:.0f} | {news} | {'yes' if r['multi_news_ok'] else 'no'} |"
         )
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--templates", default="qa,retrieval")
     p.add_argument("--chat", default="on,off")
     p.add_argument("--positions", default="shared", help="shared,consecutive (ParallelCompConfig.positions)")
+    p.add_argument("--margins", default="none", help="keep margins in nats, or none (ParallelCompConfig.keep_margin)")
     p.add_argument("--task", action="append", default=[], help="passkey:LENGTHS, passkey_ib, niah:LENGTHS, multi_news")
     p.add_argument("--samples", type=int, default=10, help="passkey samples per length (default 10)")
     p.add_argument("--multi-news-samples", type=int, default=20)

@@ -45,7 +45,7 @@ from pcomp_jax.parallelcomp.pipeline import (
     select_chunks,
 )
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
-from pcomp_jax.parallelcomp.select import ChunkSet
+from pcomp_jax.parallelcomp.select import ChunkSet, within_margin
 
 REGIONS = ("start", "middle", "end", "question")  # region codes 0..3 of `AttentionMap.region`
 
@@ -207,6 +207,7 @@ def _question_scores(params, buffer: ChunkSet, q_tokens, q_len, *, config, plan:
         extra=0,
         score_rows=score_rows,
     )
-    before, _, _ = merged_batch(buffer, plan.docs, bos_len=plan.bos_len)  # validity only: positions do not matter
+    kept_buffer = within_margin(buffer, plan.keep_margin, plan.docs)
+    before, _, _ = merged_batch(kept_buffer, plan.docs, bos_len=plan.bos_len)  # validity only, not positions
     valid = jnp.stack([v[0] for v in cache.valid])  # [L, S, K]
     return out.scores[:, 0], valid, before.valid[0][0].any(-1), kept[0]

@@ -49,6 +49,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def margin(text: str) -> float:
+    """argparse type of --keep-margin: a finite number >= 0, with a one-line message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+KEEP_MARGIN_HELP = (
+    "read a kept chunk after the best only if its question NLL is within this many nats of the best's "
+    "(default: the model's preset)"
+)
+
+
 def _layers(text: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in text.split("-"))
@@ -111,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="chunks kept after eviction (default: the model's preset: 2 under 1B parameters, 3 above)",
     )
+    gen.add_argument("--keep-margin", type=margin, help=KEEP_MARGIN_HELP)
     gen.add_argument(
         "--chunk-batch",
         type=positive_int,
@@ -169,6 +187,7 @@ DOCUMENT_DEFAULTS = {
     "template": "qa",
     "chunk_tokens": None,  # None: the model's preset (pcomp_jax.parallelcomp.presets)
     "keep_chunks": None,
+    "keep_margin": None,
     "chunk_batch": None,
     "split": "tokens",
     "capacity": None,
@@ -264,6 +283,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         config = ParallelCompConfig(
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
+            keep_margin=args.keep_margin,
             chunk_batch=args.chunk_batch,
             split=args.split,
             chat=args.chat,

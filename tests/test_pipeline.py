@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hf_tiny import _our_config, params_from_hf, tiny_hf_model, tiny_tokenizer
+from tiny_pipeline import same
 
 import pcomp_jax
 from pcomp_jax import Model
@@ -150,6 +151,37 @@ def test_ties_go_to_the_later_chunk():
         score=jnp.array([1.0, 0.5, 1.0, 2.0]), index=jnp.arange(4, dtype=jnp.int32)
     )
     assert sorted(np.asarray(keep_lowest(chunks, 2).index).tolist()) == [1, 2]
+
+
+def test_within_margin_empties_entries_far_from_their_documents_best():
+    """Per document (document-major [docs * keep]): entries more than `margin` above the best become empty; the best
+    and near-ties stay; empty entries stay empty; None changes nothing."""
+    from pcomp_jax.parallelcomp.select import ChunkSet, within_margin
+
+    chunks = ChunkSet.empty(6, 1, 2, 1, 2, jnp.float32).replace(
+        score=jnp.array([1.0, 1.05, 1.3, 2.0, 2.2, jnp.inf]), index=jnp.array([4, 7, 1, 0, 3, -1], jnp.int32)
+    )
+    for margin, want in [(0.1, [4, 7, -1, 0, -1, -1]), (0.0, [4, -1, -1, 0, -1, -1]), (0.3, [4, 7, 1, 0, 3, -1])]:
+        got = within_margin(chunks, margin, docs=2)
+        assert np.asarray(got.index).tolist() == want, margin
+        assert np.isinf(np.asarray(got.score)[np.asarray(want) < 0]).all()
+    assert within_margin(chunks, None, docs=2) is chunks
+
+
+def test_keep_margin_reads_only_the_near_ties(model):
+    """keep_margin 0 with keep 3 reads the best chunk alone: the same kept chunk, cache and answer as keep 1; a margin
+    above every score gap reads keep 3's chunks with keep 3's answer; one in between keeps exactly the chunks within
+    it of the best."""
+    context = text(60)
+    one, three = run(model, context, cfg(keep_chunks=1)), run(model, context, cfg(keep_chunks=3))
+    same(run(model, context, cfg(keep_chunks=3, keep_margin=0.0)), one)
+    same(run(model, context, cfg(keep_chunks=3, keep_margin=1e6)), three)
+    scores = np.asarray(three.stats["chunk_scores"])
+    best3 = np.sort(scores)[:3]
+    middle = float(best3[1] - best3[0] + best3[2] - best3[0]) / 2  # between the 2nd's gap and the 3rd's
+    assert best3[1] - best3[0] < middle < best3[2] - best3[0]
+    stats = run(model, context, cfg(keep_chunks=3, keep_margin=middle)).stats
+    assert stats["kept_chunks"] == sorted(np.argsort(scores, kind="stable")[:2].tolist())
 
 
 def test_bounded_memory_with_many_chunks(model):
@@ -512,6 +544,9 @@ def test_bad_input_messages(model, kwargs, error, message):
         ({"keep_chunks": 0}, "keep_chunks must be >= 1"),
         ({"chunk_tokens": 0}, "chunk_tokens must be >= 1"),
         ({"split": "words"}, "unknown split"),
+        ({"keep_margin": -0.5}, "keep_margin must be >= 0, got -0.5"),
+        ({"keep_margin": float("nan")}, "keep_margin must be a finite number, got nan"),
+        ({"keep_margin": "0.1"}, "keep_margin must be a finite number, got '0.1'"),
     ],
 )
 def test_bad_config_messages(change, message):

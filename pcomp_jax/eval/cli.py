@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcomp_jax.cli import add_attention_backend, positive_int
+from pcomp_jax.cli import KEEP_MARGIN_HELP, add_attention_backend, margin, positive_int
 from pcomp_jax.pretrained import DTYPES
 
 EPILOG = """examples:
@@ -52,6 +52,7 @@ PREDICTION_SETTINGS = (
     "task",
     "chunk_tokens",
     "keep_chunks",
+    "keep_margin",
     "template",
     "seed",
     "depths",
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ParallelComp chunks kept (default: the model's preset, as `generate`: 2 under 1B parameters)",
     )
+    p.add_argument("--keep-margin", type=margin, default=None, help=KEEP_MARGIN_HELP)
     p.add_argument(
         "--template",
         choices=sorted(TEMPLATES),
@@ -204,7 +206,10 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_plots:
         require_extra(["matplotlib"], "plotting", " (or pass --no-plots)")
     base = ParallelCompConfig(
-        chunk_tokens=args.chunk_tokens, keep_chunks=args.keep_chunks, chunk_batch=args.chunk_batch
+        chunk_tokens=args.chunk_tokens,
+        keep_chunks=args.keep_chunks,
+        keep_margin=args.keep_margin,
+        chunk_batch=args.chunk_batch,
     )
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]
     lengths = args.lengths if task.needs_lengths else []

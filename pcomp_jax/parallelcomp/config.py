@@ -126,6 +126,9 @@ class ParallelCompConfig:
       models above); the value used is in `Result.stats["chunk_budget"]`.
     keep_chunks: chunks kept after chunk eviction (the lowest question NLL wins). None (default): the model's
       preset (2 for small models, the paper's 3 above).
+    keep_margin: a chunk after the best is kept only if its question NLL is at most `keep_margin` nats above the
+      best's, so `keep_chunks` is an upper bound: a chunk that stands out alone is read alone, near-tied ones
+      together. None (default): always `keep_chunks` (the paper).
     chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
       chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
       and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
@@ -143,6 +146,7 @@ class ParallelCompConfig:
 
     chunk_tokens: int | None = None
     keep_chunks: int | None = None
+    keep_margin: float | None = None
     chunk_batch: int | None = None
     split: Split = Split.TOKENS
     eviction: TokenEviction | None = None
@@ -155,6 +159,10 @@ class ParallelCompConfig:
         for name in ("chunk_tokens", "keep_chunks"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name))
+        if self.keep_margin is not None:
+            _number("keep_margin", self.keep_margin)
+            _check(self.keep_margin >= 0, f"keep_margin must be >= 0, got {self.keep_margin}")
+            object.__setattr__(self, "keep_margin", float(self.keep_margin))  # hashable and exact in the jit key
         if self.chunk_batch is not None:
             _int("chunk_batch", self.chunk_batch)
         _choice(self, "split", Split, "split")

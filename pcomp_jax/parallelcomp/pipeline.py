@@ -38,7 +38,7 @@ from pcomp_jax.parallelcomp.presets import resolve
 from pcomp_jax.parallelcomp.prompts import PromptTemplate, get_template
 from pcomp_jax.parallelcomp.schedule import CHUNK_BUCKET, auto_chunk_batch, plan_groups
 from pcomp_jax.parallelcomp.scoring import question_nll
-from pcomp_jax.parallelcomp.select import ChunkSet, concat, keep_lowest
+from pcomp_jax.parallelcomp.select import ChunkSet, concat, keep_lowest, within_margin
 from pcomp_jax.parallelcomp.stats import Stats
 from pcomp_jax.sharding import chunk_shards
 
@@ -66,6 +66,7 @@ class Plan:
     backend: str
     positions: str = "shared"
     docs: int = 1  # documents in the batch, each keeping its own `keep` chunks
+    keep_margin: float | None = None  # kept chunks further than this above the best are dropped before the merge
 
     @property
     def chunk_slots(self) -> int:
@@ -239,6 +240,7 @@ def question_prefill(
     `pcomp_jax.forward`). Returns the forward's output, the cache, the question's first positions [docs] and the kept
     indices [docs, keep] in document order."""
     rope = config if plan.positions == "consecutive" else None
+    buffer = within_margin(buffer, plan.keep_margin, plan.docs)
     cache, first_position, kept = merged_batch(buffer, plan.docs, bos_len=plan.bos_len, consecutive_rope=rope)
     qp = q_tokens.shape[1]
     cache = cache.grow(qp + extra)
@@ -295,6 +297,7 @@ def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, back
         backend=backend,
         positions=config.positions,
         docs=len(prompts),
+        keep_margin=config.keep_margin,
     )
 
 

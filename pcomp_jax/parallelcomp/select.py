@@ -73,6 +73,16 @@ def keep_lowest(chunks: ChunkSet, keep: int, docs: int = 1) -> ChunkSet:
     )
 
 
+def within_margin(chunks: ChunkSet, margin: float | None, docs: int = 1) -> ChunkSet:
+    """A document-major set with every entry more than `margin` nats above its document's best score emptied (index
+    -1, score +inf), so only near-ties of the best are read with it; None: unchanged."""
+    if margin is None:
+        return chunks
+    score = chunks.score.reshape(docs, -1)
+    drop = (score > jnp.min(score, axis=1, keepdims=True) + margin).reshape(-1)
+    return chunks.replace(score=jnp.where(drop, jnp.inf, chunks.score), index=jnp.where(drop, -1, chunks.index))
+
+
 def per_document(chunks: ChunkSet, docs: int) -> ChunkSet:
     """A document-major set [docs * m, ...] as [docs, m, ...]."""
     return jax.tree.map(lambda x: x.reshape(docs, -1, *x.shape[1:]), chunks)

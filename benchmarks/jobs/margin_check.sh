@@ -1,0 +1,21 @@
+# Issue 13, the keep margin (ParallelCompConfig.keep_margin) on the bundled SmolLM2 (bf16 params, cuDNN), 512-token
+# chunks, qa, chat: keep 2 or 4 with margins 0.1 and 0.2 nats at the target lengths (InfiniteBench passkey 8K-64K,
+# NIAH 8K-128K, multi_news with truncate beside it, generated passkey 128K, NIAH 32K with 50% token eviction).
+# Needs the GGUF's halves as /tmp/gguf.part0 and /tmp/gguf.part1 (carried in two calls: .carry/gguf_a, .carry/gguf_b)
+# and .carry/data (InfiniteBench passkey zip, LongBench multi_news.jsonl and config/).
+D=$PWD/.carry/data CKPT=/tmp/smollm2
+cat /tmp/gguf.part0 /tmp/gguf.part1 > /tmp/smollm2.gguf
+echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/smollm2.gguf" | sha256sum -c || exit 1
+[ -e $CKPT/config.json ] || python3 -m convert.hf_to_flax /tmp/smollm2.gguf --out $CKPT || exit 1
+S="python3 benchmarks/sweep_defaults.py --ckpt $CKPT --dtype bfloat16 --multi-news $D/multi_news.jsonl
+   --longbench-config $D/longbench/config --passkey-data $D/infinitebench_passkey_8k-64k_archive.zip
+   --chunk-tokens 512 --templates qa --chat on --out $W/margin"
+keep() { cp $W/margin/rows.jsonl $W/margin_rows.jsonl; }
+$S --keep 2 --margins 0.1,0.2 --baselines , --task passkey_ib --samples 20; keep
+$S --keep 2 --margins 0.1,0.2 --baselines , --task niah:8k,16k,32k,64k,128k; keep
+$S --keep 4 --margins 0.1,0.2 --baselines , --task passkey_ib --samples 20; keep
+$S --keep 4 --margins 0.1,0.2 --baselines , --task niah:8k,16k,32k,64k,128k; keep
+$S --keep 2,4 --margins 0.1 --baselines truncate --task multi_news --multi-news-samples 20; keep
+$S --keep 2 --margins 0.1 --baselines , --task passkey:128k --samples 20; keep
+$S --keep 2 --margins 0.1 --baselines , --task niah:32k --evict 0.5; keep
+$S --keep 2,4 --margins 0.2 --baselines , --task multi_news --multi-news-samples 20; keep
