@@ -83,7 +83,8 @@ class AttentionMap:
     valid [layers, S, K] bool: which keys each KV head could see (after calibration, if any);
     seen [S] bool: slots holding keys the question sees without calibration (in layer 0; every layer without token
       eviction);
-    chunk [S] int: the kept chunk a slot belongs to (its index in the document), -1 for the question's slots;
+    chunk [S] int: the kept chunk a slot belongs to (its index in the document), -1 for the question's slots, -2 for
+      the slots of a buffer entry left empty (a chunk the keep margin dropped: nothing there is visible);
     region [S] int: index into REGIONS (start / end: the first / last `width` keys of each kept chunk, counted over
       the keys the question sees without calibration; slots nobody sees are labelled middle and receive nothing)."""
 
@@ -129,6 +130,7 @@ def select(
     check_fits(prompt, model, config)
     backend = resolve_backend(model.attention_backend)
     buffer, plan, group_nlls, _, questions, _ = select_chunks(model, [prompt], config, backend, progress=False)
+    buffer = within_margin(buffer, plan.keep_margin, plan.docs)  # the chunks the question reads (idempotent later)
     return Selection(prompt, config, plan, buffer, np.asarray(questions), group_nlls, backend)
 
 
@@ -176,10 +178,12 @@ def question_attention(
     scores, valid, seen, kept = (np.asarray(x) for x in (scores, valid, seen, kept))
     slots = scores.shape[-1]
     chunk = np.full((slots,), -1)  # the merged cache: each kept chunk's slots in turn, then the question's
-    chunk[: kept.size * selection.plan.chunk_slots] = np.repeat(kept, selection.plan.chunk_slots)
+    entries = kept.size * selection.plan.chunk_slots
+    chunk[:entries] = np.repeat(np.where(kept >= 0, kept, -2), selection.plan.chunk_slots)
     question = np.arange(selection.question.shape[1]) < q_len
     seen = np.concatenate([seen, question])  # [S]
     region = np.full((slots,), REGIONS.index("question"))
+    region[:entries] = REGIONS.index("middle")  # empty entries' slots: nobody sees them
     for c in kept[kept >= 0]:
         mine = np.flatnonzero((chunk == c) & seen)  # the chunk's visible keys, in slot order
         region[chunk == c] = REGIONS.index("middle")
@@ -207,7 +211,6 @@ def _question_scores(params, buffer: ChunkSet, q_tokens, q_len, *, config, plan:
         extra=0,
         score_rows=score_rows,
     )
-    kept_buffer = within_margin(buffer, plan.keep_margin, plan.docs)
-    before, _, _ = merged_batch(kept_buffer, plan.docs, bos_len=plan.bos_len)  # validity only, not positions
+    before, _, _ = merged_batch(buffer, plan.docs, bos_len=plan.bos_len)  # validity only: positions do not matter
     valid = jnp.stack([v[0] for v in cache.valid])  # [L, S, K]
     return out.scores[:, 0], valid, before.valid[0][0].any(-1), kept[0]

@@ -66,6 +66,23 @@ def test_kept_chunks_and_answers_match_generate(setup):
     np.testing.assert_allclose(sel.scores, want.stats["chunk_scores"], atol=1e-4)
 
 
+def test_a_margin_reads_only_the_near_ties(setup):
+    """With keep 3 and a margin of 0 the selection keeps the best chunk alone: its attention map holds that chunk's
+    slots only, and the answer is `generate`'s with the same settings."""
+    model, context, _, _, _ = setup
+    config = cfg(keep_chunks=3, keep_margin=0.0)
+    sel = analysis.select(model, context, QUESTION, config, template=TEMPLATE)
+    assert len(sel.kept) == 1 and sel.kept == [int(np.argmin(sel.scores))]
+    amap = analysis.question_attention(model, sel, width=8)
+    assert [c for c in dict.fromkeys(amap.chunk.tolist()) if c >= 0] == sel.kept
+    empty = amap.chunk == -2  # the two dropped entries' slots: nothing visible, nothing attended, not the question
+    assert empty.sum() == 2 * sel.plan.chunk_slots and not amap.seen[empty].any() and not amap.weights[:, empty].any()
+    assert (amap.region == analysis.REGIONS.index("question")).sum() == sel.question.shape[1]
+    want = pcomp_jax.generate(model, context, QUESTION, config, template=TEMPLATE)
+    got = analysis.answer(model, sel)
+    assert got.stats["kept_chunks"] == want.stats["kept_chunks"] == sel.kept and got.tokens == want.tokens
+
+
 def test_bad_arguments(setup):
     model, _, sel, _, _ = setup
     with pytest.raises(InputError, match="rows must be between 1"):
