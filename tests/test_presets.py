@@ -38,7 +38,7 @@ def test_smollm2_is_134_5m_parameters():
 
 def test_presets_small_model_measured_large_model_the_papers():
     small = preset_for(SHAPES["smollm2"])
-    assert (small.chunk_tokens, small.keep_chunks, small.keep_margin) == (512, 2, 0.1)
+    assert (small.chunk_tokens, small.keep_chunks, small.keep_margin) == (512, 2, None)
     large = preset_for(SHAPES["llama3-8b"])
     assert (large.chunk_tokens, large.keep_chunks, large.keep_margin) == (7600, 3, None)
     llama2 = dataclasses.replace(SHAPES["llama3-8b"], max_position_embeddings=4096, rope_scaling=None)
@@ -51,7 +51,7 @@ def test_resolve_fills_only_what_is_unset():
     model = SHAPES["smollm2"]
     assert resolve(ParallelCompConfig(), model).chunk_tokens == 512
     assert resolve(ParallelCompConfig(), model).keep_chunks == 2
-    assert resolve(ParallelCompConfig(), model).keep_margin == 0.1
+    assert resolve(ParallelCompConfig(), model).keep_margin is None
     assert resolve(ParallelCompConfig(keep_margin=0.5), model).keep_margin == 0.5
     explicit = ParallelCompConfig(chunk_tokens=1000, keep_chunks=5)
     assert resolve(explicit, model) is explicit

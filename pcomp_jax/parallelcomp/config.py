@@ -128,8 +128,8 @@ class ParallelCompConfig:
       preset (2 for small models, the paper's 3 above).
     keep_margin: a chunk after the best is kept only if its question NLL is at most `keep_margin` nats above the
       best's, so `keep_chunks` is an upper bound: a chunk that stands out alone is read alone, near-tied ones
-      together. None (default): the model's preset when `keep_chunks` is unset too (0.1 for small models, none
-      for larger ones), otherwise none: exactly `keep_chunks` are read, as in the paper.
+      together. None (default): the model's preset when `keep_chunks` is unset too (no preset sets one today:
+      docs/RESULTS.md "The keep margin"), otherwise none: exactly `keep_chunks` are read, as in the paper.
     chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
       chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
       and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
