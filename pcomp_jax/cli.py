@@ -61,8 +61,8 @@ def margin(text: str) -> float:
 
 
 KEEP_MARGIN_HELP = (
-    "read a kept chunk after the best only if its question NLL is within this many nats of the best's "
-    "(default: the model's preset)"
+    "read a kept chunk after the best only if its question NLL is within this many nats of the best's, so "
+    "--keep-chunks is an upper bound (default: none, every kept chunk is read)"
 )
 
 

@@ -271,3 +271,16 @@ def test_bad_mesh_is_a_one_line_error_before_loading(tiny_checkpoint, tmp_path, 
     ckpt, _ = tiny_checkpoint
     assert main([*_long(ckpt, "--context-file", _context_file(tmp_path), "--mesh", "chunks=64")]) == 2
     assert_one_line_error(capsys, "needs 64 devices")
+
+
+def test_keep_margin_flag_takes_a_finite_number_of_nats():
+    import argparse
+
+    from pcomp_jax.cli import margin
+
+    assert margin("0.1") == 0.1 and margin("0") == 0.0
+    for bad, message in [("-1", "must be a finite number >= 0"), ("inf", "must be a finite number >= 0")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            margin(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="not a number: 'x'"):
+        margin("x")
