@@ -183,11 +183,9 @@ def question_attention(
     question = np.arange(selection.question.shape[1]) < q_len
     seen = np.concatenate([seen, question])  # [S]
     region = np.full((slots,), REGIONS.index("question"))
-    region[:entries] = REGIONS.index("middle")  # empty entries' slots: nobody sees them
+    region[:entries] = REGIONS.index("middle")  # every buffer entry's slots; each chunk's start and end below
     for c in kept[kept >= 0]:
         mine = np.flatnonzero((chunk == c) & seen)  # the chunk's visible keys, in slot order
-        region[chunk == c] = REGIONS.index("middle")
-        region[mine[width:-width]] = REGIONS.index("middle")
         region[mine[-width:]] = REGIONS.index("end")
         region[mine[:width]] = REGIONS.index("start")  # a chunk shorter than 2 * width: its start wins
     return AttentionMap(scores / rows, valid, seen, chunk, region, width, calibration)
