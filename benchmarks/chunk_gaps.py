@@ -27,7 +27,12 @@ from pcomp_jax.eval.tasks import get_task
 from pcomp_jax.parallelcomp.prompts import TEMPLATES
 from pcomp_jax.parallelcomp.staged import answer, prefill_document
 
-KEEPS = (1, 2, 3)
+VARIANTS = "1,2,3"
+
+
+def variant(name: str) -> tuple[int, bool]:
+    """ "2" reads 2 chunks; "2h" reads 2 with the instruction head once (`ParallelCompConfig.shared_head`)."""
+    return int(name.rstrip("h")), name.endswith("h")
 
 
 def samples(model, args):
@@ -47,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=16384, help="niah: document tokens")
     p.add_argument("--depths", type=int, default=10, help="niah: needle depths")
     p.add_argument("--chunk-tokens", type=int, default=512)
+    p.add_argument("--variants", default=VARIANTS, help="comma-separated keeps; an 'h' suffix reads the head once")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    names = args.variants.split(",")
+    most = max(variant(n)[0] for n in names)
     model = load(args.ckpt, dtype=args.dtype)
     task, items = samples(model, args)
     gaps = []
@@ -56,14 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         for s in items:
             start = time.perf_counter()
             sampling = Sampling(max_new_tokens=s.max_new_tokens, min_new_tokens=1)
-            config = ParallelCompConfig(chunk_tokens=args.chunk_tokens, keep_chunks=max(KEEPS), sampling=sampling)
+            config = ParallelCompConfig(chunk_tokens=args.chunk_tokens, keep_chunks=most, sampling=sampling)
             document = prefill_document(model, s.context, config, template=TEMPLATES["qa"], progress=False)
             row = {"id": s.id}
-            for keep in KEEPS:
-                kept_config = dataclasses.replace(document.config, keep_chunks=keep)
+            for name in names:
+                keep, head = variant(name)
+                kept_config = dataclasses.replace(document.config, keep_chunks=keep, shared_head=head)
                 result = answer(model, dataclasses.replace(document, config=kept_config), s.question, progress=False)
-                row[f"k{keep}"] = task.score(result.text, s)
-                row[f"kept{keep}"] = result.stats["kept_chunks"]
+                row[f"k{name}"] = task.score(result.text, s)
+                row[f"kept{name}"] = result.stats["kept_chunks"]
+                row[f"text{name}"] = result.text[:60]
             scores = np.asarray(result.stats["chunk_scores"])
             row["top"] = [(int(i), round(float(scores[i]), 4)) for i in np.argsort(scores)[:4]]
             row["sec"] = round(time.perf_counter() - start, 1)
@@ -71,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(row) + "\n")
             out.flush()
             print(json.dumps(row), flush=True)
-    for keep in KEEPS:
-        print(f"keep {keep}: {sum(r for r in _column(args.out, f'k{keep}')):.0f} of {len(items)} correct")
+    for name in names:
+        print(f"keep {name}: {sum(r for r in _column(args.out, f'k{name}')):.0f} of {len(items)} correct")
     print(f"gap best -> next: min {min(gaps):.3f}, median {float(np.median(gaps)):.3f}, max {max(gaps):.3f} nats")
     return 0
 

@@ -50,6 +50,7 @@ class Cell:
     chat: bool
     positions: str = "shared"  # ParallelCompConfig.positions; named in the cell only when not the default
     margin: float | None = None  # ParallelCompConfig.keep_margin; named in the cell only when set
+    shared_head: bool = False  # ParallelCompConfig.shared_head; named in the cell (/head1) only when set
 
     @property
     def name(self) -> str:
@@ -58,7 +59,8 @@ class Cell:
             return f"{self.task}/{self.method}/{self.template or 'longbench'}/{chat}"
         name = f"{self.task}/{self.method}/c{self.chunk}/k{self.keep}/{self.template or 'longbench'}/{chat}"
         name = name if self.positions == "shared" else f"{name}/{self.positions}"
-        return name if self.margin is None else f"{name}/m{self.margin:g}"
+        name = name if self.margin is None else f"{name}/m{self.margin:g}"
+        return f"{name}/head1" if self.shared_head else name
 
 
 def build_samples(model, spec: str, args) -> tuple[str, list]:
@@ -86,18 +88,19 @@ def grid_cells(args, tasks: list[str]) -> list[Cell]:
     templates = args.templates.split(",")
     positions = args.positions.split(",")
     margins = [None if m == "none" else float(m) for m in args.margins.split(",")]
+    heads = [{"every": False, "once": True}[h] for h in args.heads.split(",")]
     methods = ["parallelcomp"] + ([f"evict-{args.evict}"] if args.evict else [])
     cells = []
     for task in tasks:  # baselines first: every cell is compared with them
         for method in filter(None, args.baselines.split(",")):
             cells.append(Cell(task, method, 0, 0, "" if task == "multi_news" else templates[0], chats[0]))
-    grid = itertools.product(positions, margins, chats, chunks, keeps, templates, methods)
-    for where, margin, chat, chunk, keep, template, method in grid:
+    grid = itertools.product(heads, positions, margins, chats, chunks, keeps, templates, methods)
+    for head, where, margin, chat, chunk, keep, template, method in grid:
         for task in tasks:
             if task == "multi_news" and (template != templates[0] or method != "parallelcomp"):
                 continue  # LongBench's prompt: one run per chunk x keep x chat (x positions, margin)
             template = "" if task == "multi_news" else template
-            cells.append(Cell(task, method, chunk, keep, template, chat, where, margin))
+            cells.append(Cell(task, method, chunk, keep, template, chat, where, margin, head))
     return cells
 
 
@@ -109,6 +112,7 @@ def run_cell(model, cell: Cell, samples, task) -> list[dict]:
         keep_margin=cell.margin,
         chat=cell.chat,
         positions=cell.positions,
+        shared_head=cell.shared_head,
     )
     if cell.method.startswith("evict-"):
         capacity = max(1, round(cell.chunk * float(cell.method.split("-", 1)[1])))
@@ -166,12 +170,15 @@ def summarize(cells: list[Cell], rows: list[dict]) -> list[dict]:
     return out
 
 
+def variant(s: dict) -> tuple:
+    """A summary row's settings beyond chunk, keep, template and chat."""
+    return s["positions"], s["margin"], s["shared_head"]
+
+
 def rank(summary: list[dict]) -> list[dict]:
     """The pick rule (module docstring) over parallelcomp cells that ran on every task."""
     score = {
-        (s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"], s["positions"], s["margin"]): s[
-            "score"
-        ]
+        (s["task"], s["method"], s["chunk"], s["keep"], s["template"], s["chat"], *variant(s)): s["score"]
         for s in summary
     }
     truncate_news = next((s["score"] for s in summary if s["task"] == "multi_news" and s["method"] == "truncate"), None)
@@ -179,11 +186,9 @@ def rank(summary: list[dict]) -> list[dict]:
     for s in summary:
         if s["method"] != "parallelcomp" or s["task"] != "passkey":
             continue
-        key = (s["chunk"], s["keep"], s["template"], s["chat"], s["positions"], s["margin"])
+        key = (s["chunk"], s["keep"], s["template"], s["chat"], *variant(s))
         niah = score.get(("niah", "parallelcomp", *key))
-        news = score.get(
-            ("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"], s["positions"], s["margin"])
-        )
+        news = score.get(("multi_news", "parallelcomp", s["chunk"], s["keep"], "", s["chat"], *variant(s)))
         if niah is None:
             continue
         ok = news is None or truncate_news is None or news >= truncate_news
@@ -195,6 +200,7 @@ def rank(summary: list[dict]) -> list[dict]:
                 "chat": s["chat"],
                 "positions": s["positions"],
                 "margin": s["margin"],
+                "shared_head": s["shared_head"],
                 "passkey": s["score"],
                 "niah": niah,
                 "multi_news": news,
@@ -214,14 +220,16 @@ def table(summary: list[dict], ranked: list[dict]) -> str:
         lines.append(f"| {s['cell']} | {s['n']} | {s['score']:.1f} | {by} | {s['median_seconds']:.2f} |")
     lines += [
         "",
-        "| rank | chunk | keep | margin | template | chat | positions | passkey | niah | multi_news | >= truncate |",
+        "| rank | chunk | keep | margin | head | template | chat | positions | passkey | niah | multi_news | "
+        ">= truncate |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(ranked, 1):
         news = "" if r["multi_news"] is None else f"{r['multi_news']:.2f}"
         margin = "-" if r["margin"] is None else f"{r['margin']:g}"
         lines.append(
-            f"| {i} | {r['chunk']} | {r['keep']} | {margin} | {r['template']} | {'on' if r['chat'] else 'off'} | "
+            f"| {i} | {r['chunk']} | {r['keep']} | {margin} | {'once' if r['shared_head'] else 'every'} | "
+            f"{r['template']} | {'on' if r['chat'] else 'off'} | "
             f"{r['positions']} | "
             f"{r['passkey']:.0f} | {r['niah']:.0f} | {news} | {'yes' if r['multi_news_ok'] else 'no'} |"
         )
@@ -264,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chat", default="on,off")
     p.add_argument("--positions", default="shared", help="shared,consecutive (ParallelCompConfig.positions)")
     p.add_argument("--margins", default="none", help="keep margins in nats, or none (ParallelCompConfig.keep_margin)")
+    p.add_argument("--heads", default="every", help="every,once: the common head read per chunk or once")
     p.add_argument("--task", action="append", default=[], help="passkey:LENGTHS, passkey_ib, niah:LENGTHS, multi_news")
     p.add_argument("--samples", type=int, default=10, help="passkey samples per length (default 10)")
     p.add_argument("--multi-news-samples", type=int, default=20)

@@ -209,6 +209,6 @@ def _question_scores(params, buffer: ChunkSet, q_tokens, q_len, *, config, plan:
         extra=0,
         score_rows=score_rows,
     )
-    before, _, _ = merged_batch(buffer, plan.docs, bos_len=plan.bos_len)  # validity only: positions do not matter
+    before, _, _ = merged_batch(buffer, plan.docs, shared_len=plan.read_once)  # validity only: positions do not matter
     valid = jnp.stack([v[0] for v in cache.valid])  # [L, S, K]
     return out.scores[:, 0], valid, before.valid[0][0].any(-1), kept[0]

@@ -60,6 +60,10 @@ def margin(text: str) -> float:
     return value
 
 
+SHARED_HEAD_HELP = (
+    "the question reads the chunks' common head (BOS, instruction and chat header) once instead of once per kept "
+    "chunk (default: once per chunk, as in the paper)"
+)
 KEEP_MARGIN_HELP = (
     "read a kept chunk after the best only if its question NLL is within this many nats of the best's, so "
     "--keep-chunks is an upper bound (default: none, every kept chunk is read)"
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunks kept after eviction (default: the model's preset: 2 under 1B parameters, 3 above)",
     )
     gen.add_argument("--keep-margin", type=margin, help=KEEP_MARGIN_HELP)
+    gen.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
     gen.add_argument(
         "--chunk-batch",
         type=positive_int,
@@ -188,6 +193,7 @@ DOCUMENT_DEFAULTS = {
     "chunk_tokens": None,  # None: the model's preset (pcomp_jax.parallelcomp.presets)
     "keep_chunks": None,
     "keep_margin": None,
+    "shared_head": False,
     "chunk_batch": None,
     "split": "tokens",
     "capacity": None,
@@ -284,6 +290,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
             keep_margin=args.keep_margin,
+            shared_head=args.shared_head,
             chunk_batch=args.chunk_batch,
             split=args.split,
             chat=args.chat,

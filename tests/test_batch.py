@@ -31,8 +31,9 @@ def model(request) -> Model:
         cfg(eviction=TokenEviction(capacity=12, window=4)),
         cfg(calibration=Calibration(region="sink", layers=(0, 1), threshold=0.01, region_width=4)),
         cfg(keep_chunks=3, keep_margin=0.1),  # one document reads 1 chunk, another 2
+        cfg(shared_head=True, eviction=TokenEviction(capacity=12, window=4)),
     ],
-    ids=["plain", "keep1-chars", "evict", "calibration", "margin"],
+    ids=["plain", "keep1-chars", "evict", "calibration", "margin", "shared-head-evict"],
 )
 def test_batch_equals_separate_calls(model, config):
     batch = generate(model, DOCUMENTS, QUESTIONS, config, template=TEMPLATE, progress=False)

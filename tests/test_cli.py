@@ -284,3 +284,14 @@ def test_keep_margin_flag_takes_a_finite_number_of_nats():
             margin(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="not a number: 'x'"):
         margin("x")
+
+
+def test_shared_head_flag_reaches_the_config(tiny_checkpoint, tmp_path, capsys):
+    """--shared-head reads the common head once (stats say so); it only applies to a document."""
+    ckpt, _ = tiny_checkpoint
+    ctx = _context_file(tmp_path)
+    for extra, expected in [((), False), (("--shared-head",), True)]:
+        assert main([*_long(ckpt, "--context-file", ctx, "--json", *extra)]) == 0
+        assert json.loads(capsys.readouterr().out)["stats"]["shared_head"] is expected
+    assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi", "--shared-head"]) == 2
+    assert_one_line_error(capsys, "--shared-head only apply to a document")

@@ -301,15 +301,16 @@ def test_short_last_chunk_runs_short_with_the_same_results(model):
 # --- merge, positions and equivalences (L.11-L.14) ---------------------------------------------------------------
 
 
-def test_merged_cache_size_and_question_position(model):
-    """L.11, L.12: valid cache = kept contexts with one BOS, plus the question; the question starts after the
-    longest kept context."""
+@pytest.mark.parametrize("shared_head", [False, True], ids=["heads", "one-head"])
+def test_merged_cache_size_and_question_position(model, shared_head):
+    """L.11, L.12: valid cache = kept contexts with one BOS (with `shared_head`, one BOS + prefix), plus the
+    question; the question starts after the longest kept context."""
     context = text(50)
     p = prompt_of(model, context)
-    stats = run(model, context).stats
+    stats = run(model, context, cfg(shared_head=shared_head)).stats
     kept = stats["kept_chunks"]
-    bos = len(p.bos)
-    expected = sum(p.context_len(i) for i in kept) - (len(kept) - 1) * bos + len(p.suffix)
+    once = p.head_len if shared_head else len(p.bos)
+    expected = sum(p.context_len(i) for i in kept) - (len(kept) - 1) * once + len(p.suffix)
     assert stats["cache_tokens_per_layer"] == [expected] * model.config.num_layers
     assert stats["question_position"] == max(p.context_len(i) for i in kept)
 
@@ -333,17 +334,20 @@ def test_empty_context_is_plain_generation(model):
     assert result.tokens == generate_ids(model.params, model.config, p.whole_ids([]), cfg().sampling, "reference")
 
 
-def test_second_prefill_equals_dense_union_reference(model):
+@pytest.mark.parametrize("shared_head", [False, True], ids=["heads", "one-head"])
+def test_second_prefill_equals_dense_union_reference(model, shared_head):
     """L.14: with every chunk kept, the answer equals a dense reference where the question attends to the union of
-    the chunks' keys (each with its chunk-local RoPE) and causally to itself, built from separate forwards."""
+    the chunks' keys (each with its chunk-local RoPE) and causally to itself, built from separate forwards. The
+    union has one BOS; with `shared_head`, one BOS + instruction prefix (the first chunk's)."""
     context = text(40)
-    config = cfg(keep_chunks=10)
+    config = cfg(keep_chunks=10, shared_head=shared_head)
     p = prompt_of(model, context, config)
+    assert p.num_chunks > 2 and len(p.prefix) > 0
     ks, vs = [], []
     for i in range(p.num_chunks):
         ids = p.chunk_ids(i)[: p.context_len(i)]
         _, cache = forward(model.params, model.config, jnp.asarray([ids]), jnp.arange(len(ids))[None])
-        start = len(p.bos) if i > 0 else 0  # one BOS in the union
+        start = 0 if i == 0 else p.head_len if shared_head else len(p.bos)
         k, v, _ = cache.stacked()
         ks.append(k[:, :, start:]), vs.append(v[:, :, start:])
     k, v = jnp.concatenate(ks, axis=2), jnp.concatenate(vs, axis=2)
@@ -375,15 +379,17 @@ def test_second_prefill_equals_dense_union_reference(model):
 # --- token eviction (L.15-L.18) ----------------------------------------------------------------------------------
 
 
-def test_eviction_keeps_exactly_capacity_per_layer_and_head(model):
+@pytest.mark.parametrize("shared_head", [False, True], ids=["heads", "one-head"])
+def test_eviction_keeps_exactly_capacity_per_layer_and_head(model, shared_head):
     context = text(50)
     p = prompt_of(model, context)
     ev = TokenEviction(capacity=10, window=4)
-    stats = run(model, context, cfg(eviction=ev)).stats
+    stats = run(model, context, cfg(eviction=ev, shared_head=shared_head)).stats
     kept = stats["kept_chunks"]
-    bos = len(p.bos)
-    # every kept chunk: its BOS + exactly `capacity` context tokens; one BOS in the merge; then the question
-    expected = len(kept) * (bos + 10) - (len(kept) - 1) * bos + len(p.suffix)
+    once = p.head_len if shared_head else len(p.bos)
+    # every kept chunk: its BOS (with shared_head: BOS + prefix, never evicted) + exactly `capacity` context tokens;
+    # one of those in the merge; then the question
+    expected = len(kept) * (once + 10) - (len(kept) - 1) * once + len(p.suffix)
     assert stats["cache_tokens_per_layer"] == [expected] * model.config.num_layers
     no_ev = run(model, context).stats
     assert stats["question_position"] == no_ev["question_position"]  # L.18

@@ -30,8 +30,9 @@ def model(request) -> Model:
         cfg(eviction=TokenEviction(capacity=12, window=4)),
         cfg(eviction=TokenEviction(capacity=9, window=3, pool="avg", pool_kernel=3)),
         cfg(calibration=Calibration(region="sink", layers=(0, 1), threshold=0.01, region_width=4)),
+        cfg(shared_head=True, eviction=TokenEviction(capacity=12, window=4)),
     ],
-    ids=["keep1-chars", "evict", "evict-avg", "calibration"],
+    ids=["keep1-chars", "evict", "evict-avg", "calibration", "shared-head-evict"],
 )
 def test_answers_equal_generate(model, config):
     context = text(130, seed=1)  # several chunks, the last one short

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcomp_jax.cli import KEEP_MARGIN_HELP, add_attention_backend, margin, positive_int
+from pcomp_jax.cli import KEEP_MARGIN_HELP, SHARED_HEAD_HELP, add_attention_backend, margin, positive_int
 from pcomp_jax.pretrained import DTYPES
 
 EPILOG = """examples:
@@ -53,6 +53,7 @@ PREDICTION_SETTINGS = (
     "chunk_tokens",
     "keep_chunks",
     "keep_margin",
+    "shared_head",
     "template",
     "seed",
     "depths",
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ParallelComp chunks kept (default: the model's preset, as `generate`: 2 under 1B parameters)",
     )
     p.add_argument("--keep-margin", type=margin, default=None, help=KEEP_MARGIN_HELP)
+    p.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
     p.add_argument(
         "--template",
         choices=sorted(TEMPLATES),
@@ -209,6 +211,7 @@ def run(args: argparse.Namespace) -> dict:
         chunk_tokens=args.chunk_tokens,
         keep_chunks=args.keep_chunks,
         keep_margin=args.keep_margin,
+        shared_head=bool(args.shared_head),
         chunk_batch=args.chunk_batch,
     )
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]

@@ -141,6 +141,10 @@ class ParallelCompConfig:
       chunks move to consecutive positions in document order (their cached keys are rotated; every BOS but the first
       is dropped as before), so they read as one short document; needs the kept chunks, the question and the answer
       to fit the training window.
+    shared_head: the question reads the chunks' common head (BOS + the template's instruction prefix, chat header
+      included: the same tokens at the same positions in every chunk, so the same keys) once, from the first kept
+      chunk, instead of once per kept chunk (False, default: the paper's merge, which drops only the repeated BOS).
+      With token eviction the head is then always kept and never a candidate, like the BOS.
     chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
     sampling: decoding options (greedy by default; EOS banned for the first token as in the official code).
     """
@@ -153,6 +157,7 @@ class ParallelCompConfig:
     eviction: TokenEviction | None = None
     calibration: Calibration | None = None
     positions: Positions = Positions.SHARED
+    shared_head: bool = False
     chat: bool | None = None
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
@@ -170,6 +175,7 @@ class ParallelCompConfig:
         _optional("eviction", self.eviction, TokenEviction)
         _optional("calibration", self.calibration, Calibration)
         _choice(self, "positions", Positions, "positions")
+        _check(isinstance(self.shared_head, bool), f"shared_head must be True or False, got {self.shared_head!r}")
         _check(self.chat in (None, True, False), f"chat must be True, False or None, got {self.chat!r}")
         _check(isinstance(self.sampling, Sampling), f"sampling must be a Sampling, got {self.sampling!r}")
 

@@ -14,8 +14,10 @@ from pcomp_jax.parallelcomp.select import ChunkSet, document_order, per_document
 from pcomp_jax.rope import rope_tables
 
 
-def merged_cache(chunks: ChunkSet, *, bos_len: int, consecutive_rope=None) -> tuple[KVCache, jax.Array]:
-    """A batch-1 KVCache over `chunks` (already in document order) and the question's first position.
+def merged_cache(chunks: ChunkSet, *, shared_len: int, consecutive_rope=None) -> tuple[KVCache, jax.Array]:
+    """A batch-1 KVCache over `chunks` (already in document order) and the question's first position. The first
+    `shared_len` slots of every chunk (the BOS, or with `ParallelCompConfig.shared_head` the whole common head) are read
+    from the first chunk only.
 
     By default every chunk keeps its prefill positions (all from 0) and the question starts after the longest kept
     chunk's uncompressed context (BOS + prefix + text), as in the official code (docs/ALGORITHM.md 1.6, 2.7). With
@@ -25,30 +27,30 @@ def merged_cache(chunks: ChunkSet, *, bos_len: int, consecutive_rope=None) -> tu
     n, layers, slots, heads, h = chunks.k.shape
     real = chunks.index >= 0  # [n]
     keep = chunks.valid & real[:, None, None, None]
-    if bos_len:
-        not_first_bos = (jnp.arange(n)[:, None] > 0) & (jnp.arange(slots)[None, :] < bos_len)  # [n, S_c]
-        keep = keep & ~not_first_bos[:, None, :, None]
+    if shared_len:
+        repeated = (jnp.arange(n)[:, None] > 0) & (jnp.arange(slots)[None, :] < shared_len)  # [n, S_c]
+        keep = keep & ~repeated[:, None, :, None]
     k = chunks.k
     if consecutive_rope is None:
         first_position = jnp.max(jnp.where(real, chunks.context_len, 0))
     else:
-        advance = jnp.where(real, chunks.context_len - bos_len, 0)  # [n]
+        advance = jnp.where(real, chunks.context_len - shared_len, 0)  # [n]
         offset = jnp.cumsum(advance) - advance  # chunk j moves by the tokens of the chunks before it
         k = shift_keys(k, offset, consecutive_rope)
-        first_position = jnp.sum(advance) + bos_len
+        first_position = jnp.sum(advance) + shared_len
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
     cache = KVCache.from_stacked(as_layers(k), as_layers(chunks.v), as_layers(keep), n * slots)
     return cache, first_position
 
 
-def merged_batch(chunks: ChunkSet, docs: int, *, bos_len: int, consecutive_rope=None):
+def merged_batch(chunks: ChunkSet, docs: int, *, shared_len: int, consecutive_rope=None):
     """The merged caches of a batch of documents as one KVCache [docs, S, K, H] (every row's chunks in document
     order; rows differ only in which slots are valid), the question's first position [docs], and the kept chunk
     indices [docs, keep] in document order (-1: empty). `chunks` is document-major (`select.keep_lowest`)."""
 
     def one(c: ChunkSet):
         c = document_order(c)
-        cache, first_position = merged_cache(c, bos_len=bos_len, consecutive_rope=consecutive_rope)
+        cache, first_position = merged_cache(c, shared_len=shared_len, consecutive_rope=consecutive_rope)
         return cache.k, cache.v, cache.valid, first_position, c.index
 
     k, v, valid, first_position, index = jax.vmap(one)(per_document(chunks, docs))

@@ -67,13 +67,18 @@ class Plan:
     positions: str = "shared"
     docs: int = 1  # documents in the batch, each keeping its own `keep` chunks
     keep_margin: float | None = None  # kept chunks further than this above the best are dropped before the merge
+    read_once: int = -1  # leading slots of every chunk the question reads from the first kept chunk only (-1: bos_len)
+
+    def __post_init__(self):
+        if self.read_once < 0:
+            object.__setattr__(self, "read_once", self.bos_len)
 
     @property
     def chunk_slots(self) -> int:
         """Slots per chunk in the buffer (after eviction)."""
         if self.eviction is None:
             return self.context_slots
-        return self.bos_len + min(self.eviction.capacity, self.context_slots - self.bos_len)
+        return self.read_once + min(self.eviction.capacity, self.context_slots - self.read_once)
 
 
 def _group_body(
@@ -132,7 +137,7 @@ def _group_body(
                 valid,
                 scores,
                 ctx,
-                bos_len=plan.bos_len,
+                bos_len=plan.read_once,
                 context_slots=plan.context_slots,
                 eviction=plan.eviction,
             )
@@ -241,7 +246,7 @@ def question_prefill(
     indices [docs, keep] in document order."""
     rope = config if plan.positions == "consecutive" else None
     buffer = within_margin(buffer, plan.keep_margin, plan.docs)
-    cache, first_position, kept = merged_batch(buffer, plan.docs, bos_len=plan.bos_len, consecutive_rope=rope)
+    cache, first_position, kept = merged_batch(buffer, plan.docs, shared_len=plan.read_once, consecutive_rope=rope)
     qp = q_tokens.shape[1]
     cache = cache.grow(qp + extra)
     positions = first_position[:, None] + jnp.arange(qp)[None]  # [docs, Qp]
@@ -298,6 +303,7 @@ def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, back
         positions=config.positions,
         docs=len(prompts),
         keep_margin=config.keep_margin,
+        read_once=prompts[0].head_len if config.shared_head else len(prompts[0].bos),
     )
 
 
@@ -313,7 +319,8 @@ def check_fits(prompt: ChunkedPrompt, model, config: ParallelCompConfig) -> None
         )
     if config.positions == "consecutive":
         keep = min(config.keep_chunks, prompt.num_chunks)
-        need = keep * (prompt.head_len + longest) - (keep - 1) * len(prompt.bos) + need - prompt.head_len - longest
+        once = prompt.head_len if config.shared_head else len(prompt.bos)
+        need = keep * (prompt.head_len + longest) - (keep - 1) * once + need - prompt.head_len - longest
         if need > window:
             raise InputError(
                 f"positions='consecutive' needs the {keep} kept chunks, the question and the answer in the model's "
@@ -468,6 +475,7 @@ def finish_answer(
             "chunk_tokens": [len(p) for p in prompt.pieces],
             "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
             "keep_margin": config.keep_margin,
+            "shared_head": config.shared_head,
             "head_tokens": prompt.head_len,
             "question_tokens": int(q_lens[d]),
             "cache_tokens_per_layer": held[d].tolist(),

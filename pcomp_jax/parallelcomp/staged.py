@@ -171,7 +171,7 @@ def _question_group(
             scores = jnp.where(slot < ctx + qp, jnp.take(out.scores[:, 0], src, axis=-1, mode="clip"), 0.0)
             k, v, valid = pad_slots(k, v, valid, qp)  # [L, S + Qp, K, H]
             k, v, valid = evict_tokens(
-                k, v, valid, scores, ctx, bos_len=plan.bos_len, context_slots=slots, eviction=plan.eviction
+                k, v, valid, scores, ctx, bos_len=plan.read_once, context_slots=slots, eviction=plan.eviction
             )
         return k, v, valid, nll
 
