@@ -113,6 +113,7 @@ def run_cell(model, cell: Cell, samples, task) -> list[dict]:
         chat=cell.chat,
         positions=cell.positions,
         shared_head=cell.shared_head,
+        whole_when_fits=False,  # a cell measures its chunk settings, also on multi_news (summaries that fit)
     )
     if cell.method.startswith("evict-"):
         capacity = max(1, round(cell.chunk * float(cell.method.split("-", 1)[1])))

@@ -64,6 +64,10 @@ SHARED_HEAD_HELP = (
     "the question reads the chunks' common head (BOS, instruction and chat header) once instead of once per kept "
     "chunk (default: once per chunk, as in the paper)"
 )
+ALWAYS_CHUNK_HELP = (
+    "run ParallelComp's chunks even for a prompt with no question (such as --template summarize) over a document "
+    "that fits the model's window (default: such a prompt reads the document whole, in one pass)"
+)
 KEEP_MARGIN_HELP = (
     "read a kept chunk after the best only if its question NLL is within this many nats of the best's, so "
     "--keep-chunks is an upper bound (default: none, every kept chunk is read)"
@@ -134,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--keep-margin", type=margin, help=KEEP_MARGIN_HELP)
     gen.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
+    gen.add_argument("--always-chunk", action="store_true", default=None, help=ALWAYS_CHUNK_HELP)
     gen.add_argument(
         "--chunk-batch",
         type=positive_int,
@@ -194,6 +199,7 @@ DOCUMENT_DEFAULTS = {
     "keep_chunks": None,
     "keep_margin": None,
     "shared_head": False,
+    "always_chunk": False,
     "chunk_batch": None,
     "split": "tokens",
     "capacity": None,
@@ -291,6 +297,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             keep_chunks=args.keep_chunks,
             keep_margin=args.keep_margin,
             shared_head=args.shared_head,
+            whole_when_fits=not args.always_chunk,
             chunk_batch=args.chunk_batch,
             split=args.split,
             chat=args.chat,

@@ -295,3 +295,12 @@ def test_shared_head_flag_reaches_the_config(tiny_checkpoint, tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["stats"]["shared_head"] is expected
     assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi", "--shared-head"]) == 2
     assert_one_line_error(capsys, "--shared-head only apply to a document")
+
+
+def test_summaries_that_fit_are_read_whole_unless_always_chunk(tiny_checkpoint, tmp_path, capsys):
+    ckpt, _ = tiny_checkpoint
+    ctx = _context_file(tmp_path)
+    summary = ["generate", "--ckpt", str(ckpt), "--template", "summarize", "--chunk-tokens", "64", "--json"]
+    for extra, method in [((), "full"), (("--always-chunk",), "parallelcomp")]:
+        assert main([*summary, "--max-new-tokens", "4", "--context-file", ctx, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["stats"]["method"] == method

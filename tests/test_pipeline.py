@@ -22,7 +22,13 @@ from pcomp_jax.decoding import Sampling, decode, generate_ids
 from pcomp_jax.model import forward
 from pcomp_jax.parallelcomp import pipeline, schedule
 from pcomp_jax.parallelcomp.chunking import InputError, chunk_prompt, split_chars
-from pcomp_jax.parallelcomp.config import Calibration, ParallelCompConfig, PipelineConfigError, TokenEviction
+from pcomp_jax.parallelcomp.config import (
+    Calibration,
+    ParallelCompConfig,
+    PipelineConfigError,
+    TokenEviction,
+    compat,
+)
 from pcomp_jax.parallelcomp.pipeline import generate
 from pcomp_jax.parallelcomp.prompts import PromptTemplate
 from pcomp_jax.parallelcomp.scoring import question_nll
@@ -325,6 +331,33 @@ def test_one_chunk_equals_vanilla_greedy(model):
     vanilla = generate_ids(model.params, model.config, p.whole_ids(), config.sampling, "reference")
     assert ours.tokens == vanilla
     assert run(model, context, config, method="full").tokens == vanilla
+
+
+SUMMARY = PromptTemplate(prefix="Read: ", suffix=" Summary:")  # no {question}
+
+
+def test_question_free_prompt_that_fits_is_read_whole(model):
+    """`whole_when_fits`: a prompt with no question over a document that fits the window is method full (same
+    tokens); one that does not fit, a prompt with a question, or whole_when_fits=False run ParallelComp; a batch
+    decides per document, each answer equal to its separate call."""
+    short, long = text(40), text(100)
+    window = model.config.trained_context - cfg().sampling.max_new_tokens
+    summary = lambda ctx, config=None, **kw: generate(
+        model, ctx, "", config or cfg(), template=SUMMARY, progress=False, **kw
+    )
+    assert prompt_of(model, short).num_chunks > 2 and len(prompt_of(model, long).whole_ids()) > window
+    whole = summary(short)
+    assert whole.stats["method"] == "full" and whole.stats["read_whole"] is True
+    assert whole.tokens == summary(short, method="full").tokens
+    chunked = summary(short, cfg(whole_when_fits=False))
+    assert chunked.stats["method"] == "parallelcomp" and "read_whole" not in chunked.stats
+    assert len(chunked.stats["kept_chunks"]) == 2 < chunked.stats["num_chunks"]
+    assert summary(long).stats["method"] == "parallelcomp"
+    assert run(model, short).stats["method"] == "parallelcomp"  # a question: ParallelComp
+    both = generate(model, [long, short], "", cfg(), template=SUMMARY, progress=False)
+    assert [r.stats["read_whole"] for r in both] == [False, True]
+    assert [r.tokens for r in both] == [summary(long).tokens, whole.tokens]
+    assert not compat().whole_when_fits
 
 
 def test_empty_context_is_plain_generation(model):

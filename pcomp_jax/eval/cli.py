@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from pcomp_jax.cli import KEEP_MARGIN_HELP, SHARED_HEAD_HELP, add_attention_backend, margin, positive_int
+from pcomp_jax.cli import (
+    ALWAYS_CHUNK_HELP,
+    KEEP_MARGIN_HELP,
+    SHARED_HEAD_HELP,
+    add_attention_backend,
+    margin,
+    positive_int,
+)
 from pcomp_jax.pretrained import DTYPES
 
 EPILOG = """examples:
@@ -54,6 +61,7 @@ PREDICTION_SETTINGS = (
     "keep_chunks",
     "keep_margin",
     "shared_head",
+    "always_chunk",
     "template",
     "seed",
     "depths",
@@ -139,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-margin", type=margin, default=None, help=KEEP_MARGIN_HELP)
     p.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
+    p.add_argument("--always-chunk", action="store_true", default=None, help=ALWAYS_CHUNK_HELP)
     p.add_argument(
         "--template",
         choices=sorted(TEMPLATES),
@@ -212,6 +221,7 @@ def run(args: argparse.Namespace) -> dict:
         keep_chunks=args.keep_chunks,
         keep_margin=args.keep_margin,
         shared_head=bool(args.shared_head),
+        whole_when_fits=not args.always_chunk,
         chunk_batch=args.chunk_batch,
     )
     methods = [(name, *parse_method(name, base)) for name in args.method.split(",")]

@@ -145,6 +145,11 @@ class ParallelCompConfig:
       included: the same tokens at the same positions in every chunk, so the same keys) once, from the first kept
       chunk, instead of once per kept chunk (False, default: the paper's merge, which drops only the repeated BOS).
       With token eviction the head is then always kept and never a candidate, like the BOS.
+    whole_when_fits: `generate` reads a prompt with no question (a template without `{question}`, such as
+      `summarize` or LongBench's summary prompts) in one pass, as method "full", when the document, the prompt and
+      the answer fit the model's training window: with no question to rank chunks by, reading some of them only
+      loses content (docs/RESULTS.md, "Summaries of documents that fit"). `stats["read_whole"]` says which were.
+      False: always chunk, as the official code does (`compat()`). Questions are always answered by ParallelComp.
     chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
     sampling: decoding options (greedy by default; EOS banned for the first token as in the official code).
     """
@@ -158,6 +163,7 @@ class ParallelCompConfig:
     calibration: Calibration | None = None
     positions: Positions = Positions.SHARED
     shared_head: bool = False
+    whole_when_fits: bool = True
     chat: bool | None = None
     sampling: Sampling = Sampling(max_new_tokens=32, min_new_tokens=1)
 
@@ -175,7 +181,8 @@ class ParallelCompConfig:
         _optional("eviction", self.eviction, TokenEviction)
         _optional("calibration", self.calibration, Calibration)
         _choice(self, "positions", Positions, "positions")
-        _check(isinstance(self.shared_head, bool), f"shared_head must be True or False, got {self.shared_head!r}")
+        for name in ("shared_head", "whole_when_fits"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
         _check(self.chat in (None, True, False), f"chat must be True, False or None, got {self.chat!r}")
         _check(isinstance(self.sampling, Sampling), f"sampling must be a Sampling, got {self.sampling!r}")
 
@@ -195,4 +202,6 @@ def compat(trained_context: int = 8192) -> ParallelCompConfig:
     """
     official = {8192: 7600, 4096: 3600}  # cml (docs/ALGORITHM.md 2.2) for Llama-3 (8K) and Llama-2 (4K)
     chunk = official.get(trained_context, max(256, int(trained_context * 0.9)))
-    return ParallelCompConfig(chunk_tokens=chunk, keep_chunks=3, chunk_batch=1, split="chars", chat=False)
+    return ParallelCompConfig(
+        chunk_tokens=chunk, keep_chunks=3, chunk_batch=1, split="chars", chat=False, whole_when_fits=False
+    )

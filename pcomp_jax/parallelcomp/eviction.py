@@ -29,6 +29,7 @@ def evict_tokens(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Compress one chunk's cache to `bos_len + min(capacity, context_slots - bos_len)` slots.
 
+    bos_len: leading slots kept as they are and never candidates (the BOS; with `shared_head`, BOS + prefix).
     k, v [L, T, K, H]; valid [L, T, K]; scores [L, N, T] the observation scores per query head;
     context_len: scalar, slots [0, context_len) hold BOS + prefix + chunk text (the rest is the question and padding).
     Returns k, v [L, S_c, K', H] and valid [L, S_c, K'] with K' = K, or N when `per_query_head`.

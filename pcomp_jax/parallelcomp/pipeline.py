@@ -61,17 +61,12 @@ class Plan:
 
     keep: int
     context_slots: int  # slots per chunk before eviction: BOS + prefix + piece budget
-    bos_len: int
+    read_once: int  # leading slots of every chunk read from the first kept chunk only: BOS (shared_head: BOS + prefix)
     eviction: TokenEviction | None
     backend: str
     positions: str = "shared"
     docs: int = 1  # documents in the batch, each keeping its own `keep` chunks
     keep_margin: float | None = None  # kept chunks further than this above the best are dropped before the merge
-    read_once: int = -1  # leading slots of every chunk the question reads from the first kept chunk only (-1: bos_len)
-
-    def __post_init__(self):
-        if self.read_once < 0:
-            object.__setattr__(self, "read_once", self.bos_len)
 
     @property
     def chunk_slots(self) -> int:
@@ -297,13 +292,12 @@ def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, back
     return Plan(
         keep=min(config.keep_chunks, max(p.num_chunks for p in prompts)),  # short documents need no room for more
         context_slots=max(p.context_slots for p in prompts),
-        bos_len=len(prompts[0].bos),
+        read_once=prompts[0].head_len if config.shared_head else len(prompts[0].bos),
         eviction=config.eviction,
         backend=backend,
         positions=config.positions,
         docs=len(prompts),
         keep_margin=config.keep_margin,
-        read_once=prompts[0].head_len if config.shared_head else len(prompts[0].bos),
     )
 
 
@@ -523,17 +517,25 @@ def generate(
     start = time.perf_counter()
     tok = model.tokenizer
     chat = config.chat if config.chat is not None else bool(getattr(tok, "chat_template", None))
-    prompts, context_ids = [], []
-    for c, q in zip(contexts, questions, strict=True):
-        prompt = chunk_prompt(
-            tok, c, q, get_template(template), chunk_tokens=config.chunk_tokens, split=config.split, chat=chat
-        )
-        prompts.append(prompt)
-        if method != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts text
+    template = get_template(template)
+    prompts = [
+        chunk_prompt(tok, c, q, template, chunk_tokens=config.chunk_tokens, split=config.split, chat=chat)
+        for c, q in zip(contexts, questions, strict=True)
+    ]
+    methods = [method] * len(prompts)
+    if method == "parallelcomp" and config.whole_when_fits and not template.needs_question:
+        window = model.config.trained_context - config.sampling.max_new_tokens
+        methods = ["full" if len(p.whole_ids()) <= window else method for p in prompts]
+    context_ids = [None] * len(prompts)
+    for i, (c, prompt) in enumerate(zip(contexts, prompts, strict=True)):
+        if methods[i] != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts
             split_ids = [t for piece in prompt.pieces for t in piece]
-            context_ids.append(split_ids if config.split == "tokens" else user_text.encode(tok, c))
+            context_ids[i] = split_ids if config.split == "tokens" else user_text.encode(tok, c)
     host_seconds = time.perf_counter() - start
-    results = _answer(model, prompts, context_ids, config, method, progress, host_seconds, [c == "" for c in contexts])
+    results = _answer(model, prompts, context_ids, config, methods, progress, host_seconds, [c == "" for c in contexts])
+    if methods != [method] * len(prompts):
+        for result, how in zip(results, methods, strict=True):
+            result.stats["read_whole"] = how != method
     return results if batched else results[0]
 
 
@@ -559,7 +561,8 @@ def generate_from_ids(
         for c, q in zip(contexts, questions, strict=True)
     ]
     host_seconds = time.perf_counter() - start
-    results = _answer(model, prompts, contexts, config, method, progress, host_seconds, [not c for c in contexts])
+    methods = [method] * len(prompts)
+    results = _answer(model, prompts, contexts, config, methods, progress, host_seconds, [not c for c in contexts])
     return results if batched else results[0]
 
 
@@ -595,23 +598,26 @@ def _check_call(model, config, method: str) -> ParallelCompConfig:
     return check_config(config, model.config)
 
 
-def _answer(model, prompts, context_ids, config, method, progress, host_seconds, empty_context) -> list[Result]:
-    """Run `method` on tokenized prompts (a batch of documents); `context_ids` (each whole context) for the
-    single-pass baselines, which answer the documents one at a time."""
+def _answer(model, prompts, context_ids, config, methods, progress, host_seconds, empty_context) -> list[Result]:
+    """Run `methods[i]` on tokenized prompt i (a batch of documents: those for ParallelComp run together);
+    `context_ids[i]` (the whole context) for the single-pass baselines, which answer one document at a time."""
     backend = resolve_backend(model.attention_backend)
     if progress is None:
         progress = sys.stderr.isatty()
-    if method == "parallelcomp":
-        for prompt in prompts:
-            check_fits(prompt, model, config)
-        answers = run_parallelcomp(model, prompts, config, backend, progress)
-    else:
-        answers = [
-            run_baseline(model, p, ids, config, method, backend) for p, ids in zip(prompts, context_ids, strict=True)
-        ]
+    answers = [None] * len(prompts)
+    chunked = [i for i, m in enumerate(methods) if m == "parallelcomp"]
+    for i in chunked:
+        check_fits(prompts[i], model, config)
+    if chunked:
+        together = run_parallelcomp(model, [prompts[i] for i in chunked], config, backend, progress)
+        for i, answer in zip(chunked, together, strict=True):
+            answers[i] = answer
+    for i, method in enumerate(methods):
+        if method != "parallelcomp":
+            answers[i] = run_baseline(model, prompts[i], context_ids[i], config, method, backend)
     tok = model.tokenizer
     results = []
-    for (ids, stats), empty in zip(answers, empty_context, strict=True):
+    for (ids, stats), method, empty in zip(answers, methods, empty_context, strict=True):
         stats = {"method": method, "empty_context": empty, "host_seconds": round(host_seconds, 3), **stats}
         if "prefill_seconds" in stats:  # the first token is the argmax of the second prefill's last logits
             stats["first_token_seconds"] = round(host_seconds + stats["prefill_seconds"], 3)
