@@ -290,9 +290,16 @@ def test_shared_head_flag_reaches_the_config(tiny_checkpoint, tmp_path, capsys):
     """--shared-head reads the common head once (stats say so); it only applies to a document."""
     ckpt, _ = tiny_checkpoint
     ctx = _context_file(tmp_path)
+    stats = {}
     for extra, expected in [((), False), (("--shared-head",), True)]:
-        assert main([*_long(ckpt, "--context-file", ctx, "--json", *extra)]) == 0
-        assert json.loads(capsys.readouterr().out)["stats"]["shared_head"] is expected
+        assert main([*_long(ckpt, "--context-file", ctx, "--json", "--keep-chunks", "2", *extra)]) == 0
+        stats[expected] = json.loads(capsys.readouterr().out)["stats"]
+        assert stats[expected]["shared_head"] is expected and len(stats[expected]["kept_chunks"]) == 2
+    tok = load(ckpt).tokenizer
+    head, bos = stats[True]["head_tokens"], int(tok("a")["input_ids"][:1] == [tok.bos_token_id])  # a BOS slot
+    assert head > bos  # the second kept chunk's head beyond its BOS is not read again
+    per_layer = (stats[False]["cache_tokens_per_layer"], stats[True]["cache_tokens_per_layer"])
+    assert {a - b for a, b in zip(*per_layer, strict=True)} == {head - bos}
     assert main(["generate", "--ckpt", str(ckpt), "--prompt", "hi", "--shared-head"]) == 2
     assert_one_line_error(capsys, "--shared-head only apply to a document")
 

@@ -270,6 +270,13 @@ def test_resume_with_other_settings_is_refused_by_name(tiny_checkpoint, tmp_path
         assert "choose a new --out" in err and "--seed" not in err
         assert main(_tiny_run(ckpt, out, "--seed", "1")) == 2
         assert "choose a new --out" in assert_one_line_error(capsys, "--seed 0 -> 1")
+        assert main(_tiny_run(ckpt, out, "--always-chunk")) == 2
+        assert_one_line_error(capsys, "--always-chunk False -> True")
+        older = {k: v for k, v in settings.items() if k != "always_chunk"}  # a run from before the flag chunked
+        (out / "settings.json").write_text(json.dumps(older))
+        assert main(_tiny_run(ckpt, out)) == 2
+        assert_one_line_error(capsys, "--always-chunk None -> False")
+        (out / "settings.json").write_text(json.dumps(settings))
     assert (out / "predictions.jsonl").read_text() == predictions  # nothing mixed in
     assert main(_tiny_run(ckpt, out)) == 0  # the same settings resume (nothing new to predict)
     assert (out / "predictions.jsonl").read_text() == predictions

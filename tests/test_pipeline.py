@@ -345,14 +345,15 @@ def test_question_free_prompt_that_fits_is_read_whole(model):
     summary = lambda ctx, config=None, **kw: generate(
         model, ctx, "", config or cfg(), template=SUMMARY, progress=False, **kw
     )
-    assert prompt_of(model, short).num_chunks > 2 and len(prompt_of(model, long).whole_ids()) > window
+    of = lambda ctx: chunk_prompt(model.tokenizer, ctx, "", SUMMARY, chunk_tokens=cfg().chunk_tokens)
+    assert of(short).num_chunks > 2 and len(of(short).whole_ids()) <= window < len(of(long).whole_ids())
     whole = summary(short)
     assert whole.stats["method"] == "full" and whole.stats["read_whole"] is True
     assert whole.tokens == summary(short, method="full").tokens
     chunked = summary(short, cfg(whole_when_fits=False))
     assert chunked.stats["method"] == "parallelcomp" and "read_whole" not in chunked.stats
     assert len(chunked.stats["kept_chunks"]) == 2 < chunked.stats["num_chunks"]
-    assert summary(long).stats["method"] == "parallelcomp"
+    assert summary(long).stats["method"] == "parallelcomp" and summary(long).stats["read_whole"] is False
     assert run(model, short).stats["method"] == "parallelcomp"  # a question: ParallelComp
     both = generate(model, [long, short], "", cfg(), template=SUMMARY, progress=False)
     assert [r.stats["read_whole"] for r in both] == [False, True]
@@ -407,6 +408,29 @@ def test_second_prefill_equals_dense_union_reference(model, shared_head):
         eos_ids=tuple(model.config.eos_token_ids),
     )
     assert run(model, context, config).tokens == np.asarray(ref[0, : int(count[0])]).tolist()
+
+
+def test_shared_head_with_consecutive_positions(model):
+    """The kept chunks' texts follow one head: the question starts after their contexts less the repeated heads."""
+    context = text(50)
+    p = prompt_of(model, context)
+    stats = run(model, context, cfg(shared_head=True, positions="consecutive")).stats
+    kept = stats["kept_chunks"]
+    assert len(kept) == 2 and len(p.prefix) > 0
+    assert stats["question_position"] == sum(p.context_len(i) for i in kept) - (len(kept) - 1) * p.head_len
+
+
+def test_shared_head_refuses_a_batch_whose_heads_differ(model):
+    asked_first = PromptTemplate(prefix="Q: {question} Read: ", suffix=" A:")
+    with pytest.raises(InputError, match="shared_head needs the same head"):
+        generate(
+            model,
+            [text(50), text(50, 1)],
+            ["what?", "what is the key here?"],
+            cfg(shared_head=True),
+            template=asked_first,
+            progress=False,
+        )
 
 
 # --- token eviction (L.15-L.18) ----------------------------------------------------------------------------------

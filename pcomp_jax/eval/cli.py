@@ -76,6 +76,7 @@ def run_settings(args: argparse.Namespace) -> dict:
     """The prediction-affecting settings of a run, with paths made absolute so that a resume from another
     directory compares equal."""
     settings = {name: getattr(args, name) for name in PREDICTION_SETTINGS}
+    settings["always_chunk"] = bool(args.always_chunk)  # recorded as False: runs from before the flag always chunked
     for name in ("ckpt", "data", "longbench_config"):
         if settings[name] is not None:
             settings[name] = str(Path(settings[name]).resolve())
@@ -315,6 +316,13 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_plots:
         plot(args.task, rows, summary, out)
     print(table)
+    whole = sum(1 for r in rows if r.get("stats", {}).get("read_whole"))
+    if whole:
+        print(
+            f"note: {whole} of {len(rows)} predictions read their document whole (prompts with no question that fit "
+            "the window, stats.read_whole); --always-chunk runs ParallelComp's chunks on them",
+            file=sys.stderr,
+        )
     return {"meta": meta, "summary": summary}
 
 

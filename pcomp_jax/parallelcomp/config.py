@@ -146,10 +146,11 @@ class ParallelCompConfig:
       chunk, instead of once per kept chunk (False, default: the paper's merge, which drops only the repeated BOS).
       With token eviction the head is then always kept and never a candidate, like the BOS.
     whole_when_fits: `generate` reads a prompt with no question (a template without `{question}`, such as
-      `summarize` or LongBench's summary prompts) in one pass, as method "full", when the document, the prompt and
-      the answer fit the model's training window: with no question to rank chunks by, reading some of them only
-      loses content (docs/RESULTS.md, "Summaries of documents that fit"). `stats["read_whole"]` says which were.
-      False: always chunk, as the official code does (`compat()`). Questions are always answered by ParallelComp.
+      `summarize`, or LongBench's prompts without `{input}`) in one pass, as method "full", when the document, the
+      prompt and the answer fit the model's training window: with no question to rank chunks by, reading some of
+      them only loses content (docs/RESULTS.md, "Summaries of documents that fit"). `stats["read_whole"]` says
+      which were. False: always chunk, as the official code does (`compat()`). Questions are always answered by
+      ParallelComp; the staged path (`generate_many`) always chunks.
     chat: wrap the prompt in the tokenizer's chat template (None: when the tokenizer has one).
     sampling: decoding options (greedy by default; EOS banned for the first token as in the official code).
     """

@@ -1,7 +1,8 @@
-"""The merged cache (docs/ALGORITHM.md 1.6): kept chunks side by side in document order, exactly one BOS.
+"""The merged cache (docs/ALGORITHM.md 1.6): kept chunks side by side in document order, exactly one BOS (with
+`ParallelCompConfig.shared_head`, exactly one head: BOS and instruction prefix).
 
 No compaction is needed: the question's mask is slot-based, so invalid slots (evicted tokens, padding, the BOS of
-every chunk but the first, empty buffer entries) simply hold keys nobody sees.
+every chunk but the first, or its whole head, empty buffer entries) simply hold keys nobody sees.
 """
 
 from __future__ import annotations

@@ -289,6 +289,11 @@ def check_config(config: ParallelCompConfig, model_config) -> ParallelCompConfig
 def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, backend: str) -> Plan:
     """The static plan of a batch of documents (one or more prompts, each with its own question). Chunk caches take
     the largest context budget of the batch: a shorter document's extra slots are invalid keys."""
+    if config.shared_head and len({p.head_len for p in prompts}) > 1:
+        raise InputError(
+            "shared_head needs the same head (BOS and instruction) in every document of a batch, and this template "
+            "puts each question before its document; answer these documents one call at a time"
+        )
     return Plan(
         keep=min(config.keep_chunks, max(p.num_chunks for p in prompts)),  # short documents need no room for more
         context_slots=max(p.context_slots for p in prompts),
@@ -522,21 +527,28 @@ def generate(
         chunk_prompt(tok, c, q, template, chunk_tokens=config.chunk_tokens, split=config.split, chat=chat)
         for c, q in zip(contexts, questions, strict=True)
     ]
+    read_whole = method == "parallelcomp" and config.whole_when_fits and not template.needs_question
+    single_pass = method != "parallelcomp" or read_whole
+    context_ids = [
+        _context_ids(tok, c, p, config.split) if single_pass else None for c, p in zip(contexts, prompts, strict=True)
+    ]
     methods = [method] * len(prompts)
-    if method == "parallelcomp" and config.whole_when_fits and not template.needs_question:
+    if read_whole:  # a question-free prompt that fits the window is read in one pass (whole_when_fits)
         window = model.config.trained_context - config.sampling.max_new_tokens
-        methods = ["full" if len(p.whole_ids()) <= window else method for p in prompts]
-    context_ids = [None] * len(prompts)
-    for i, (c, prompt) in enumerate(zip(contexts, prompts, strict=True)):
-        if methods[i] != "parallelcomp":  # the token split already holds the context's ids; the char split re-cuts
-            split_ids = [t for piece in prompt.pieces for t in piece]
-            context_ids[i] = split_ids if config.split == "tokens" else user_text.encode(tok, c)
+        fits = [len(p.whole_ids(ids)) <= window for p, ids in zip(prompts, context_ids, strict=True)]
+        methods = ["full" if fit else method for fit in fits]
     host_seconds = time.perf_counter() - start
     results = _answer(model, prompts, context_ids, config, methods, progress, host_seconds, [c == "" for c in contexts])
-    if methods != [method] * len(prompts):
+    if read_whole:
         for result, how in zip(results, methods, strict=True):
             result.stats["read_whole"] = how != method
     return results if batched else results[0]
+
+
+def _context_ids(tokenizer, context: str, prompt: ChunkedPrompt, split: str) -> list[int]:
+    """The whole context's ids for a single pass: the token split holds them already; the char split re-cuts the
+    text."""
+    return [t for piece in prompt.pieces for t in piece] if split == "tokens" else user_text.encode(tokenizer, context)
 
 
 def generate_from_ids(

@@ -12,8 +12,9 @@ causality a chunk's context rows never see the question, so the work splits in t
    the question's prefill over the merged cache and decoding, exactly as in `generate` (`pipeline.finish_answer`).
 
 Kept chunks and answers equal `generate`'s (tests); chunk scores agree to float rounding (the attention runs over a
-cache instead of one causal pass). Templates that put the question before the document cannot be staged
-(`document_prompt` says so): ask them through `generate`.
+cache instead of one causal pass). The staged path always chunks: a prompt with no question over a document that
+fits the window, which `generate` reads whole, compares with `whole_when_fits=False`. Templates that put the
+question before the document cannot be staged (`document_prompt` says so): ask them through `generate`.
 
 Where the chunk caches live (`Document.placement`), chosen from their size before anything is prefilled: on the
 accelerator while they fit beside the weights and one question's working set; else in host memory (copied back a
@@ -291,7 +292,8 @@ def _placement(model, nbytes: int) -> str:
 
 def answer(model, document: Document, question: str, *, progress: bool | None = None) -> Result:
     """Answer `question` about a prefilled `document`: the same kept chunks and answer as
-    `generate(model, context, question, document.config, template=...)`, without prefilling the document again."""
+    `generate(model, context, question, document.config, template=...)` (with `whole_when_fits=False` for a
+    question-free template), without prefilling the document again."""
     if document.template is None:
         raise InputError("this document was prefilled from token ids; ask it with answer_ids")
     if not isinstance(question, str):

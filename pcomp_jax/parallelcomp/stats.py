@@ -17,7 +17,7 @@ class Stats(TypedDict, total=False):
     empty_context: bool  # the context was empty or whitespace (the question was answered alone)
     host_seconds: float  # tokenizing and chunking before the first device work
     # ParallelComp
-    read_whole: bool  # a question-free prompt that fit the window, read in one pass (whole_when_fits)
+    read_whole: bool  # present when a question-free prompt was checked (whole_when_fits): True if read in one pass
     num_chunks: int
     kept_chunks: list[int]  # the chunks kept, in document order
     chunk_tokens: list[int]  # each chunk's context tokens
