@@ -11,19 +11,24 @@ Variants (each in plain jnp over the library's param tree, so they differ only i
 - `library`: `pcomp_jax.decoding.decode` as it stands, per step.
 
 `python benchmarks/decode_probe.py --model llama3-8b --cache 23040 --out probe.json`; `--model tiny` on the CPU.
+`--trace` also profiles one call of the `library` variant and prints its kernels: device time per step, launches
+per step, and the bytes per second each would reach if it read only its weights (for the matmuls of a layer).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import re
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from prefill_profile import device_events, kind_of  # benchmarks/ is the script's own directory
 
 from pcomp_jax.bench.shapes import SHAPES, kv_bytes_per_token, weight_bytes
 from pcomp_jax.cache import KVCache
@@ -153,6 +158,32 @@ def time_loop(fn, params, state, steps, repeats=5, name=""):
     return float(np.median(times)) / steps
 
 
+def trace_kernels(run, steps: int, top: int = 30) -> list[dict]:
+    """Profile one call of `run` (a decode of `steps` steps) and print its kernels, busiest first: device ms per
+    step, launches per step, microseconds per launch and kind."""
+    trace_dir = tempfile.mkdtemp()
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        jax.block_until_ready(run())
+    time_us, launches = collections.Counter(), collections.Counter()
+    for name, us in device_events(trace_dir):
+        time_us[name] += us
+        launches[name] += 1
+    total = sum(time_us.values())
+    print(f"device busy {total / 1e3 / steps:.3f} ms per step over {steps} steps")
+    print("| kernel | kind | ms/step | launches/step | us/launch |\n|---|---|---|---|---|")
+    rows = []
+    for name, us in time_us.most_common():
+        row = {"kernel": name, "kind": kind_of(name), "ms_per_step": us / 1e3 / steps}
+        row |= {"launches_per_step": launches[name] / steps, "us_per_launch": us / launches[name]}
+        rows.append(row)
+        if len(rows) <= top:
+            print(
+                f"| {name[:80]} | {row['kind']} | {row['ms_per_step']:.4f} | {row['launches_per_step']:.1f} "
+                f"| {row['us_per_launch']:.1f} |"
+            )
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="llama3-8b")
@@ -161,6 +192,7 @@ def main():
     p.add_argument("--variants", default="all")
     p.add_argument("--out")
     p.add_argument("--hlo-dir")
+    p.add_argument("--trace", action="store_true", help="profile one call of the library variant")
     args = p.parse_args()
     global HLO_DIR
     HLO_DIR = args.hlo_dir
@@ -226,32 +258,46 @@ def main():
                 p_in["split"] = [layer_of(params, i) for i in range(c.num_layers)]
             record(name, time_loop(fn, p_in, state, args.steps, name=name), w_bytes + kv)
             del p_in
+    kernels = None
     if wanted is None or "library" in wanted:
         cache = KVCache.from_stacked(k_all, v_all, valid_all, end0)
         sampling = Sampling(max_new_tokens=args.steps, min_new_tokens=args.steps)
         logits = jnp.zeros((b, c.vocab_size), jnp.float32)
-        run = lambda: decode(
-            runtime,
-            c,
-            cache,
-            logits,
-            jnp.full((b,), end0, jnp.int32),
-            sampling=sampling,
-            eos_ids=tuple(c.eos_token_ids),
-        )
+        spares = []  # decode donates its cache: every call gets a copy made before the clock starts
+
+        def run():
+            return decode(
+                runtime,
+                c,
+                spares.pop(),
+                logits,
+                jnp.full((b,), end0, jnp.int32),
+                sampling=sampling,
+                eos_ids=tuple(c.eos_token_ids),
+            )
+
+        def spare():
+            spares.append(jax.block_until_ready(jax.tree.map(jnp.copy, cache)))
+
+        spare()
         jax.block_until_ready(run())
         times = []
         for _ in range(5):
+            spare()
             start = time.perf_counter()
             jax.block_until_ready(run())
             times.append(time.perf_counter() - start)
         record("library", float(np.median(times)) / args.steps, w_bytes + kv)
+        if args.trace:
+            spare()
+            kernels = trace_kernels(run, args.steps)
     out = {
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
         "model": args.model,
         "cache": s,
         "rows": rows,
+        "kernels": kernels,
     }
     if args.out:
         with open(args.out, "w") as f:

@@ -75,7 +75,6 @@ def next_token(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Arr
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "attention_backend"))
 def decode(
     params: Params,
     config: LlamaConfig,
@@ -89,10 +88,34 @@ def decode(
 ) -> tuple[jax.Array, jax.Array]:
     """Generate up to `sampling.max_new_tokens` tokens.
 
-    cache: holds the prompt and has at least max_new_tokens free slots after `cache.end`.
+    cache: holds the prompt and has at least max_new_tokens free slots after `cache.end`. It is consumed: the loop
+    writes the new tokens into its buffers in place (`decode_in_place`), and its arrays are deleted where the
+    platform supports donation, so read what you need of them before the call.
     logits: [B, V] float32, the logits after the last prompt token. position: [B] int32, the first new token's
     RoPE position. Returns tokens [B, max_new_tokens] (EOS included, garbage after it) and counts [B].
     """
+    options = {"sampling": sampling, "eos_ids": eos_ids, "attention_backend": attention_backend}
+    tokens, counts, _ = decode_in_place(params, config, cache, logits, position, **options)
+    return tokens, counts
+
+
+@functools.partial(
+    jax.jit, static_argnames=("config", "sampling", "eos_ids", "attention_backend"), donate_argnames=("cache",)
+)
+def decode_in_place(
+    params: Params,
+    config: LlamaConfig,
+    cache: KVCache,
+    logits: jax.Array,
+    position: jax.Array,
+    *,
+    sampling: Sampling,
+    eos_ids: tuple[int, ...],
+    attention_backend: str = "auto",
+) -> tuple[jax.Array, jax.Array, KVCache]:
+    """`decode`, also returning the cache with the new tokens written. The cache is donated and returned in the same
+    buffers, so the decode loop updates it in place: without the output to alias, XLA copies the whole cache into
+    the loop once per call (3 GB for the Llama-3-8B shape's merged cache)."""
     b = logits.shape[0]
     n = sampling.max_new_tokens
     eos = jnp.asarray(eos_ids, jnp.int32)
@@ -135,7 +158,7 @@ def decode(
         jax.random.key(sampling.seed),
     )
     state = lax.while_loop(cond, body, state)
-    return state[1], state[2]
+    return state[1], state[2], state[4]
 
 
 @functools.partial(jax.jit, static_argnames=("config", "extra", "attention_backend"))

@@ -18,7 +18,7 @@ from tiny_pipeline import same
 import pcomp_jax
 from pcomp_jax import Model
 from pcomp_jax.cache import KVCache
-from pcomp_jax.decoding import Sampling, decode, generate_ids
+from pcomp_jax.decoding import Sampling, decode, decode_in_place, generate_ids
 from pcomp_jax.model import forward
 from pcomp_jax.parallelcomp import pipeline, schedule
 from pcomp_jax.parallelcomp.chunking import InputError, chunk_prompt, split_chars
@@ -210,11 +210,12 @@ def test_same_shapes_do_not_recompile(model):
         shapes.append({(g.length, len(g.members)) for g in groups})
     assert len({prompt_of(model, c, config).num_chunks for c in contexts}) > 1
     run(model, contexts[0], config)
-    sizes = pipeline._group_step._cache_size(), pipeline.second_prefill._cache_size(), decode._cache_size()
+    stages = (pipeline._group_step, pipeline.second_prefill, decode_in_place)
+    sizes = tuple(f._cache_size() for f in stages)
     for context, shape in zip(contexts[1:], shapes[1:], strict=True):
         run(model, context, config)
         if shape <= shapes[0]:  # nothing new to compile
-            got = pipeline._group_step._cache_size(), pipeline.second_prefill._cache_size(), decode._cache_size()
+            got = tuple(f._cache_size() for f in stages)
             assert got == sizes, (shape, shapes[0], got, sizes)
 
 
@@ -226,7 +227,7 @@ def test_decode_is_compiled_before_the_first_wait(model, monkeypatch):
 
     class Compiles(logging.Handler):
         def emit(self, record):
-            if "XLA compilation of jit(decode)" in record.getMessage():
+            if "XLA compilation of jit(decode_in_place)" in record.getMessage():
                 events.append("compile decode")
 
     def recording_wait(x, wait=pipeline.jax.block_until_ready):

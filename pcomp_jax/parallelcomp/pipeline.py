@@ -27,7 +27,7 @@ from pcomp_jax import text as user_text
 from pcomp_jax.attention import last_rows, resolve_backend
 from pcomp_jax.baselines import run_baseline
 from pcomp_jax.choices import Method
-from pcomp_jax.decoding import decode
+from pcomp_jax.decoding import decode, decode_in_place
 from pcomp_jax.model import forward, param_dtype
 from pcomp_jax.parallelcomp.calibration import calibration_filter
 from pcomp_jax.parallelcomp.chunking import ChunkedPrompt, InputError, chunk_prompt, prompt_from_ids, round_up
@@ -457,15 +457,17 @@ def finish_answer(
     )
     decode_args = (model.params, mc, cache, logits, position)
     decode_options = {"sampling": config.sampling, "eos_ids": tuple(mc.eos_token_ids), "attention_backend": backend}
-    decode.lower(*decode_args, **decode_options).compile()  # the call below finds it compiled; reads only shapes
+    # the call below finds it compiled; lowering reads only shapes
+    decode_in_place.lower(*decode_args, **decode_options).compile()
     scores = chunk_scores(group_nlls, [p.num_chunks for p in prompts])
+    held = cache_tokens(cache.valid)  # [docs, L] after the question; queued before decode takes the cache
     jax.block_until_ready(logits)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     out, counts = decode(*decode_args, **decode_options)
     out, counts, kept, position = (np.asarray(x) for x in (out, counts, kept, position))
     decode_seconds = time.perf_counter() - start
-    held = np.asarray(cache_tokens(cache.valid))  # [docs, L] after the question
+    held = np.asarray(held)
     results = []
     for d, prompt in enumerate(prompts):
         stats = {
