@@ -73,7 +73,7 @@ def main() -> None:
     b = bat[0].stats
     if args.ckpt:
         what = (
-            f"needle-in-a-haystack documents of {args.length} tokens, at most {new} new tokens each, the library's "
+            f"{args.length} tokens (needle in a haystack), at most {new} new tokens each, the library's "
             f"defaults (chunk_tokens {b['chunk_budget']}, keep up to {len(b['kept_chunks'])}, qa, chat)"
         )
     else:
@@ -86,7 +86,8 @@ def main() -> None:
         f"jax {jax.__version__}, {time.strftime('%Y-%m-%d')}"
     )
     print(head)
-    print(f"| how | wall s (median of {args.repeats}) | prefill groups | prefill s | decode s |")
+    timing = f"median of {args.repeats}" if args.repeats else "one run, compiling"
+    print(f"| how | wall s ({timing}) | prefill groups | prefill s | decode s |")
     print("|---|---|---|---|---|")
     groups = sum(r.stats["prefill_groups"] for r in sep)
     pre = sum(r.stats["prefill_seconds"] for r in sep)
