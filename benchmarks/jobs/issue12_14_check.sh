@@ -8,8 +8,8 @@
 python3 benchmarks/many_documents.py --model smollm2 --length 32768 --documents 8 --out $W/many_documents_smollm2.json
 python3 benchmarks/matmul_probe.py --sustain-s 2 --out $W/matmul_probe.json
 python3 -m pcomp_jax.bench --lengths 32k,128k --baselines official --timeout 400 --out $W/bench_new.json
-PYTHONPATH=$PWD/.carry/old:/tmp/site python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 \
-  --out $W/bench_old.json
+(cd .carry/old && PYTHONPATH=$PWD:/tmp/site python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 \
+  --out $W/bench_old.json)
 BEST=$(python3 - <<'PY'
 import json, os
 r = json.load(open(os.environ["W"] + "/matmul_probe.json"))
@@ -25,3 +25,5 @@ echo "best flags: '$BEST'"
 if [ -n "$BEST" ]; then
   XLA_FLAGS="$BEST" python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 400 --out $W/bench_flags.json
 fi
+# The old side runs inside .carry/old: `python -m` puts the working directory first on sys.path, so PYTHONPATH
+# alone would import this tree's package (it did, in the runs of 2026-12-02 and 2026-12-05).

@@ -3,5 +3,7 @@
 # at 9834b01) the batch refactor, to show that the batch form costs a single question nothing.
 python3 benchmarks/many_documents.py --model smollm2 --length 32768 --documents 8 --out $W/many_documents_smollm2.json
 python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 --out $W/bench_new.json
-PYTHONPATH=$PWD/.carry/old:/tmp/site python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 \
-  --out $W/bench_old.json
+(cd .carry/old && PYTHONPATH=$PWD:/tmp/site python3 -m pcomp_jax.bench --lengths 32k,128k --baselines , --timeout 300 \
+  --out $W/bench_old.json)
+# The old side runs inside .carry/old: `python -m` puts the working directory first on sys.path, so PYTHONPATH
+# alone would import this tree's package (it did, in the runs of 2026-12-02 and 2026-12-05).
