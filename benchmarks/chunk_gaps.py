@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 
@@ -30,9 +31,14 @@ from pcomp_jax.parallelcomp.staged import answer, prefill_document
 VARIANTS = "1,2,3"
 
 
-def variant(name: str) -> tuple[int, bool]:
-    """ "2" reads 2 chunks; "2h" reads 2 with the instruction head once (`ParallelCompConfig.shared_head`)."""
-    return int(name.rstrip("h")), name.endswith("h")
+def variant(name: str) -> dict:
+    """ "2" reads 2 chunks; "2h" reads 2 with the instruction head once (`ParallelCompConfig.shared_head`); "2b5"
+    reads 2 weighed by their question NLL (`ParallelCompConfig.nll_bias` 5); "2hb5" both."""
+    match = re.fullmatch(r"(\d+)(h?)(?:b([\d.]+))?", name)
+    if match is None:
+        raise SystemExit(f"chunk_gaps: variant {name!r} is not KEEP[h][bBIAS], e.g. 2, 2h, 2b5")
+    keep, head, bias = match.groups()
+    return {"keep_chunks": int(keep), "shared_head": bool(head), "nll_bias": None if bias is None else float(bias)}
 
 
 def samples(model, args):
@@ -52,11 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=16384, help="niah: document tokens")
     p.add_argument("--depths", type=int, default=10, help="niah: needle depths")
     p.add_argument("--chunk-tokens", type=int, default=512)
-    p.add_argument("--variants", default=VARIANTS, help="comma-separated keeps; an 'h' suffix reads the head once")
+    p.add_argument(
+        "--variants",
+        default=VARIANTS,
+        help="comma-separated keeps; an 'h' suffix reads the head once, 'bW' weighs the chunks by NLL (nll_bias W)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     names = args.variants.split(",")
-    most = max(variant(n)[0] for n in names)
+    most = max(variant(n)["keep_chunks"] for n in names)
     model = load(args.ckpt, dtype=args.dtype)
     task, items = samples(model, args)
     gaps = []
@@ -68,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             document = prefill_document(model, s.context, config, template=TEMPLATES["qa"], progress=False)
             row = {"id": s.id}
             for name in names:
-                keep, head = variant(name)
-                kept_config = dataclasses.replace(document.config, keep_chunks=keep, shared_head=head)
+                kept_config = dataclasses.replace(document.config, **variant(name))
                 result = answer(model, dataclasses.replace(document, config=kept_config), s.question, progress=False)
                 row[f"k{name}"] = task.score(result.text, s)
                 row[f"kept{name}"] = result.stats["kept_chunks"]

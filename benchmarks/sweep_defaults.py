@@ -51,6 +51,7 @@ class Cell:
     positions: str = "shared"  # ParallelCompConfig.positions; named in the cell only when not the default
     margin: float | None = None  # ParallelCompConfig.keep_margin; named in the cell only when set
     shared_head: bool = False  # ParallelCompConfig.shared_head; named in the cell (/head1) only when set
+    bias: float | None = None  # ParallelCompConfig.nll_bias; named in the cell (/bW) only when set
 
     @property
     def name(self) -> str:
@@ -60,6 +61,7 @@ class Cell:
         name = f"{self.task}/{self.method}/c{self.chunk}/k{self.keep}/{self.template or 'longbench'}/{chat}"
         name = name if self.positions == "shared" else f"{name}/{self.positions}"
         name = name if self.margin is None else f"{name}/m{self.margin:g}"
+        name = name if self.bias is None else f"{name}/b{self.bias:g}"
         return f"{name}/head1" if self.shared_head else name
 
 
@@ -89,18 +91,19 @@ def grid_cells(args, tasks: list[str]) -> list[Cell]:
     positions = args.positions.split(",")
     margins = [None if m == "none" else float(m) for m in args.margins.split(",")]
     heads = [{"every": False, "once": True}[h] for h in args.heads.split(",")]
+    biases = [None if b == "none" else float(b) for b in args.nll_biases.split(",")]
     methods = ["parallelcomp"] + ([f"evict-{args.evict}"] if args.evict else [])
     cells = []
     for task in tasks:  # baselines first: every cell is compared with them
         for method in filter(None, args.baselines.split(",")):
             cells.append(Cell(task, method, 0, 0, "" if task == "multi_news" else templates[0], chats[0]))
-    grid = itertools.product(heads, positions, margins, chats, chunks, keeps, templates, methods)
-    for head, where, margin, chat, chunk, keep, template, method in grid:
+    grid = itertools.product(heads, positions, margins, biases, chats, chunks, keeps, templates, methods)
+    for head, where, margin, bias, chat, chunk, keep, template, method in grid:
         for task in tasks:
             if task == "multi_news" and (template != templates[0] or method != "parallelcomp"):
-                continue  # LongBench's prompt: one run per chunk x keep x chat (x positions, margin)
+                continue  # LongBench's prompt: one run per chunk x keep x chat (x positions, margin, bias)
             template = "" if task == "multi_news" else template
-            cells.append(Cell(task, method, chunk, keep, template, chat, where, margin, head))
+            cells.append(Cell(task, method, chunk, keep, template, chat, where, margin, head, bias))
     return cells
 
 
@@ -110,6 +113,7 @@ def run_cell(model, cell: Cell, samples, task) -> list[dict]:
         chunk_tokens=cell.chunk or 2048,
         keep_chunks=cell.keep or 1,
         keep_margin=cell.margin,
+        nll_bias=cell.bias,
         chat=cell.chat,
         positions=cell.positions,
         shared_head=cell.shared_head,
@@ -173,7 +177,7 @@ def summarize(cells: list[Cell], rows: list[dict]) -> list[dict]:
 
 def variant(s: dict) -> tuple:
     """A summary row's settings beyond chunk, keep, template and chat."""
-    return s["positions"], s["margin"], s["shared_head"]
+    return s["positions"], s["margin"], s["shared_head"], s["bias"]
 
 
 def rank(summary: list[dict]) -> list[dict]:
@@ -201,6 +205,7 @@ def rank(summary: list[dict]) -> list[dict]:
                 "chat": s["chat"],
                 "positions": s["positions"],
                 "margin": s["margin"],
+                "bias": s["bias"],
                 "shared_head": s["shared_head"],
                 "passkey": s["score"],
                 "niah": niah,
@@ -221,15 +226,16 @@ def table(summary: list[dict], ranked: list[dict]) -> str:
         lines.append(f"| {s['cell']} | {s['n']} | {s['score']:.1f} | {by} | {s['median_seconds']:.2f} |")
     lines += [
         "",
-        "| rank | chunk | keep | margin | head | template | chat | positions | passkey | niah | multi_news | "
+        "| rank | chunk | keep | margin | bias | head | template | chat | positions | passkey | niah | multi_news | "
         ">= truncate |",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(ranked, 1):
         news = "" if r["multi_news"] is None else f"{r['multi_news']:.2f}"
         margin = "-" if r["margin"] is None else f"{r['margin']:g}"
+        bias = "-" if r["bias"] is None else f"{r['bias']:g}"
         lines.append(
-            f"| {i} | {r['chunk']} | {r['keep']} | {margin} | {'once' if r['shared_head'] else 'every'} | "
+            f"| {i} | {r['chunk']} | {r['keep']} | {margin} | {bias} | {'once' if r['shared_head'] else 'every'} | "
             f"{r['template']} | {'on' if r['chat'] else 'off'} | "
             f"{r['positions']} | "
             f"{r['passkey']:.0f} | {r['niah']:.0f} | {news} | {'yes' if r['multi_news_ok'] else 'no'} |"
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chat", default="on,off")
     p.add_argument("--positions", default="shared", help="shared,consecutive (ParallelCompConfig.positions)")
     p.add_argument("--margins", default="none", help="keep margins in nats, or none (ParallelCompConfig.keep_margin)")
+    p.add_argument("--nll-biases", default="none", help="NLL biases, or none (ParallelCompConfig.nll_bias)")
     p.add_argument("--heads", default="every", help="every,once: the common head read per chunk or once")
     p.add_argument("--task", action="append", default=[], help="passkey:LENGTHS, passkey_ib, niah:LENGTHS, multi_news")
     p.add_argument("--samples", type=int, default=10, help="passkey samples per length (default 10)")

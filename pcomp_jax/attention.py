@@ -91,12 +91,15 @@ def masked_softmax(logits: jax.Array, visible: jax.Array, axis: int = -1) -> jax
     return jnp.where(visible, probs, 0.0)
 
 
-def _attend_block(q, k, v, q_slots, key_valid, scale):
-    """q [B, K, G, Tq, H], k/v [B, K, S, H], q_slots [Tq], key_valid [B, K, S] -> [B, K, G, Tq, H]."""
+def _attend_block(q, k, v, q_slots, key_valid, scale, key_bias=None):
+    """q [B, K, G, Tq, H], k/v [B, K, S, H], q_slots [Tq], key_valid [B, K, S], key_bias [B, S] or None
+    -> [B, K, G, Tq, H]."""
     b, kh, g, tq, h = q.shape
     qf = q.reshape(b, kh, g * tq, h)  # [B, K, G*Tq, H]: one batched matmul per KV head
     logits = jnp.einsum("bkqh,bksh->bkqs", qf, k, preferred_element_type=jnp.float32) * scale
     logits = logits.reshape(b, kh, g, tq, -1)  # [B, K, G, Tq, S]
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, None, :]
     k_slots = jnp.arange(k.shape[2])
     visible = (k_slots[None, :] <= q_slots[:, None])[None, None, None] & key_valid[:, :, None, None, :]
     probs = masked_softmax(logits, visible).astype(v.dtype)
@@ -105,11 +108,18 @@ def _attend_block(q, k, v, q_slots, key_valid, scale):
 
 
 def reference_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, q_slots: jax.Array, key_valid: jax.Array, block: int = QUERY_BLOCK
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    q_slots: jax.Array,
+    key_valid: jax.Array,
+    block: int = QUERY_BLOCK,
+    key_bias: jax.Array | None = None,
 ) -> jax.Array:
     """Masked attention in plain jnp.
 
-    q [B, T, N, H], k/v [B, S, K, H], q_slots [T], key_valid [B, S, K] -> [B, T, N, H].
+    q [B, T, N, H], k/v [B, S, K, H], q_slots [T], key_valid [B, S, K], key_bias [B, S] (added to the logits) or
+    None -> [B, T, N, H].
     """
     b, t, n, h = q.shape
     kh = k.shape[2]
@@ -120,7 +130,7 @@ def reference_attention(
     vt = v.transpose(0, 2, 1, 3)
     valid = key_valid.transpose(0, 2, 1)  # [B, K, S]
     if t <= block:
-        out = _attend_block(qh, kt, vt, q_slots, valid, scale)
+        out = _attend_block(qh, kt, vt, q_slots, valid, scale, key_bias)
     else:
         nblocks = -(-t // block)
         pad = nblocks * block - t
@@ -128,15 +138,18 @@ def reference_attention(
         sp = jnp.pad(q_slots, (0, pad), constant_values=-1)  # padded queries see nothing
         qb = qp.reshape(b, kh, g, nblocks, block, h).transpose(3, 0, 1, 2, 4, 5)  # [nb, B, K, G, blk, H]
         sb = sp.reshape(nblocks, block)
-        outs = lax.map(lambda xs: _attend_block(xs[0], kt, vt, xs[1], valid, scale), (qb, sb))
+        outs = lax.map(lambda xs: _attend_block(xs[0], kt, vt, xs[1], valid, scale, key_bias), (qb, sb))
         out = outs.transpose(1, 2, 3, 0, 4, 5).reshape(b, kh, g, nblocks * block, h)[:, :, :, :t]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)  # [B, T, N, H]
 
 
-def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_slot: jax.Array, key_valid: jax.Array) -> jax.Array:
+def decode_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, q_slot: jax.Array, key_valid: jax.Array, key_bias: jax.Array | None = None
+) -> jax.Array:
     """Attention of one new token per row over a cache, reading the cache once in its stored layout.
 
-    q [B, 1, N, H]; k/v [B, S, K, H]; q_slot scalar (the token's slot); key_valid [B, S, K] -> [B, 1, N, H].
+    q [B, 1, N, H]; k/v [B, S, K, H]; q_slot scalar (the token's slot); key_valid [B, S, K]; key_bias [B, S] (added
+    to the logits) or None -> [B, 1, N, H].
     A decode step is bound by reading the cache. Contracting a [B, S, K, H] cache per KV head makes XLA transpose it
     to [B, K, S, H] first (a copy of the cache per layer and step), so instead every KV head's keys meet every
     query head as one [S, K*H] x [K*H, N] matmul against a block-diagonal query (head n's H values in rows of its
@@ -151,6 +164,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_slot: jax.Array
     q_block = q_block.reshape(b, n, kh * h)
     logits = jnp.einsum("bsc,bnc->bsn", k.reshape(b, s, kh * h), q_block, preferred_element_type=jnp.float32)
     logits = logits * h**-0.5  # [B, S, N]
+    if key_bias is not None:
+        logits = logits + key_bias[:, :, None]
     visible = (jnp.arange(s) <= q_slot)[None, :, None] & jnp.repeat(key_valid, g, axis=2)  # [B, S, N]
     probs = masked_softmax(logits, visible, axis=1).astype(v.dtype)
     out = jnp.einsum("bsn,bsc->bnc", probs, v.reshape(b, s, kh * h), preferred_element_type=jnp.float32)
@@ -190,17 +205,22 @@ def cudnn_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, lengths: ja
     )
 
 
-def observation_scores(rows_q: jax.Array, keys: jax.Array, key_valid: jax.Array, row_slots: jax.Array) -> jax.Array:
+def observation_scores(
+    rows_q: jax.Array, keys: jax.Array, key_valid: jax.Array, row_slots: jax.Array, key_bias: jax.Array | None = None
+) -> jax.Array:
     """Attention mass each key receives from the observation rows, summed over the rows, in plain jnp.
 
     rows_q [B, W, N, H] post-RoPE queries of the rows; keys [B, S, K, H]; key_valid [B, S, K]; row_slots [W] or
-    [B, W] (a row sees keys at slots <= its own). Probabilities use each row's full softmax normaliser.
+    [B, W] (a row sees keys at slots <= its own); key_bias [B, S] added to the logits, or None. Probabilities use each
+    row's full softmax normaliser.
     Returns [B, N, S] float32.
     """
     b, w, n, h = rows_q.shape
     kh = keys.shape[2]
     q = rows_q.reshape(b, w, kh, n // kh, h)  # [B, W, K, G, H]
     logits = jnp.einsum("bwkgh,bskh->bkgws", q, keys, preferred_element_type=jnp.float32) * h**-0.5
+    if key_bias is not None:
+        logits = logits + key_bias[:, None, None, None, :]
     visible = jnp.arange(keys.shape[1]) <= row_slots[..., None]  # [W, S] or [B, W, S]
     visible = visible.reshape(-1, 1, 1, w, keys.shape[1])  # [1 or B, 1, 1, W, S]
     visible = visible & key_valid.transpose(0, 2, 1)[:, :, None, None, :]  # [B, K, 1, W, S]
@@ -221,7 +241,7 @@ def last_rows(ends: jax.Array, window: int) -> jax.Array:
     return jnp.where(rows >= 0, rows, -1)
 
 
-def scores_of_rows(q, rows, keys, key_valid, q_slots):
+def scores_of_rows(q, rows, keys, key_valid, q_slots, key_bias=None):
     """`observation_scores` of the rows given as indices into q's T axis; entries outside [0, T) count for nothing.
 
     q [B, T, N, H]; rows [B, W]; keys [B, S, K, H]; key_valid [B, S, K]; q_slots [T] the slots of q's rows.
@@ -230,7 +250,7 @@ def scores_of_rows(q, rows, keys, key_valid, q_slots):
     inside = jnp.clip(rows, 0, t - 1)
     rows_q = jnp.take_along_axis(q, inside[:, :, None, None], axis=1)  # [B, W, N, H]
     slots = jnp.where((rows >= 0) & (rows < t), q_slots[inside], -1)  # slot -1 sees no key
-    return observation_scores(rows_q, keys, key_valid, slots)
+    return observation_scores(rows_q, keys, key_valid, slots, key_bias)
 
 
 HALF = (jnp.bfloat16, jnp.float16)  # a tuple: dtypes compare equal to these types but hash differently
@@ -379,10 +399,10 @@ def attend(q, k, v, layer, layer_cache, step):
         return out, (ck, cv, cvalid), scores
     q_slots = step.end + jnp.arange(t)
     if t == 1:  # a decode step: read the cache once, in place
-        out = decode_attention(q, ck, cv, step.end, cvalid)
+        out = decode_attention(q, ck, cv, step.end, cvalid, step.key_bias)
     else:
-        out = reference_attention(q, ck, cv, q_slots, cvalid)
+        out = reference_attention(q, ck, cv, q_slots, cvalid, key_bias=step.key_bias)
     scores = None
     if step.score_rows is not None:
-        scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots)
+        scores = scores_of_rows(q, step.score_rows, ck, cvalid, q_slots, step.key_bias)
     return out, (ck, cv, cvalid), scores

@@ -30,12 +30,15 @@ class KVCache:
     k, v:  tuples of [B, S, K, H]
     valid: tuple of [B, S, K] bool, False for empty, padded or evicted slots
     end:   int32 scalar, the slot where the next tokens are written (the same for the whole batch)
+    bias:  optional [B, S] float32 added to every layer's and head's attention logits toward each slot (None: no
+           bias). `ParallelCompConfig.nll_bias` uses it to weigh merged chunks by their question NLL.
     """
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
     valid: tuple[jax.Array, ...]
     end: jax.Array
+    bias: jax.Array | None = None
 
     @property
     def size(self) -> int:
@@ -74,4 +77,5 @@ class KVCache:
             k=tuple(jnp.pad(x, pad) for x in self.k),
             v=tuple(jnp.pad(x, pad) for x in self.v),
             valid=tuple(jnp.pad(x, pad[:-1]) for x in self.valid),
+            bias=None if self.bias is None else jnp.pad(self.bias, pad[:2]),
         )

@@ -50,7 +50,7 @@ def positive_int(text: str) -> int:
 
 
 def margin(text: str) -> float:
-    """argparse type of --keep-margin: a finite number >= 0, with a one-line message otherwise."""
+    """argparse type of --keep-margin and --nll-bias: a finite number >= 0, with a one-line message otherwise."""
     try:
         value = float(text)
     except ValueError:
@@ -71,6 +71,12 @@ ALWAYS_CHUNK_HELP = (
 KEEP_MARGIN_HELP = (
     "read a kept chunk after the best only if its question NLL is within this many nats of the best's, so "
     "--keep-chunks is an upper bound (default: none, every kept chunk is read)"
+)
+
+NLL_BIAS_HELP = (
+    "weigh the kept chunks by their question NLL: the attention toward a kept chunk is scaled by exp(-W x its NLL "
+    "gap to the best), so near-ties are read as equals and a chunk far behind almost not (default: none, equal "
+    "weights as in the paper)"
 )
 
 
@@ -137,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunks kept after eviction (default: the model's preset: 2 under 1B parameters, 3 above)",
     )
     gen.add_argument("--keep-margin", type=margin, help=KEEP_MARGIN_HELP)
+    gen.add_argument("--nll-bias", type=margin, metavar="W", help=NLL_BIAS_HELP)
     gen.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
     gen.add_argument("--always-chunk", action="store_true", default=None, help=ALWAYS_CHUNK_HELP)
     gen.add_argument(
@@ -198,6 +205,7 @@ DOCUMENT_DEFAULTS = {
     "chunk_tokens": None,  # None: the model's preset (pcomp_jax.parallelcomp.presets)
     "keep_chunks": None,
     "keep_margin": None,
+    "nll_bias": None,
     "shared_head": False,
     "always_chunk": False,
     "chunk_batch": None,
@@ -296,6 +304,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
             keep_margin=args.keep_margin,
+            nll_bias=args.nll_bias,
             shared_head=args.shared_head,
             whole_when_fits=not args.always_chunk,
             chunk_batch=args.chunk_batch,

@@ -66,11 +66,12 @@ class _Step:
     fresh: bool  # static: the cache held nothing before this call, so attention is plain causal over new tokens
     backend: str  # static: concrete attention backend
     key_filter: Callable | None  # static: see `forward`
+    key_bias: jax.Array | None = None  # [B, S] float32 added to the logits toward each cache slot (`KVCache.bias`)
 
 
 jax.tree_util.register_dataclass(
     _Step,
-    data_fields=["cos", "sin", "token_valid", "end", "score_rows"],
+    data_fields=["cos", "sin", "token_valid", "end", "score_rows", "key_bias"],
     meta_fields=["fresh", "backend", "key_filter"],
 )
 
@@ -231,6 +232,7 @@ def _make_step(config, positions, token_valid, cache, backend, fresh, score_rows
         fresh=fresh,
         backend=backend,
         key_filter=key_filter,
+        key_bias=None if fresh else cache.bias,
     )
 
 

@@ -286,6 +286,18 @@ def test_keep_margin_flag_takes_a_finite_number_of_nats():
         margin("x")
 
 
+def test_nll_bias_flag_reaches_the_config(tiny_checkpoint, tmp_path, capsys):
+    """--nll-bias W weighs the kept chunks (stats say so, the same chunks are read); a negative value is refused."""
+    ckpt, _ = tiny_checkpoint
+    ctx = _context_file(tmp_path)
+    assert main([*_long(ckpt, "--context-file", ctx, "--json", "--keep-chunks", "2", "--nll-bias", "10")]) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    assert stats["nll_bias"] == 10.0 and len(stats["kept_chunks"]) == 2
+    with pytest.raises(SystemExit):  # argparse's own one-line usage error (the type: test_keep_margin_flag_...)
+        main([*_long(ckpt, "--context-file", ctx, "--nll-bias", "-1")])
+    assert "--nll-bias: must be a finite number >= 0, got -1" in capsys.readouterr().err
+
+
 def test_shared_head_flag_reaches_the_config(tiny_checkpoint, tmp_path, capsys):
     """--shared-head reads the common head once (stats say so); it only applies to a document."""
     ckpt, _ = tiny_checkpoint

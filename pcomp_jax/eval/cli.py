@@ -16,6 +16,7 @@ from pathlib import Path
 from pcomp_jax.cli import (
     ALWAYS_CHUNK_HELP,
     KEEP_MARGIN_HELP,
+    NLL_BIAS_HELP,
     SHARED_HEAD_HELP,
     add_attention_backend,
     margin,
@@ -60,6 +61,7 @@ PREDICTION_SETTINGS = (
     "chunk_tokens",
     "keep_chunks",
     "keep_margin",
+    "nll_bias",
     "shared_head",
     "always_chunk",
     "template",
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ParallelComp chunks kept (default: the model's preset, as `generate`: 2 under 1B parameters)",
     )
     p.add_argument("--keep-margin", type=margin, default=None, help=KEEP_MARGIN_HELP)
+    p.add_argument("--nll-bias", type=margin, default=None, metavar="W", help=NLL_BIAS_HELP)
     p.add_argument("--shared-head", action="store_true", default=None, help=SHARED_HEAD_HELP)
     p.add_argument("--always-chunk", action="store_true", default=None, help=ALWAYS_CHUNK_HELP)
     p.add_argument(
@@ -221,6 +224,7 @@ def run(args: argparse.Namespace) -> dict:
         chunk_tokens=args.chunk_tokens,
         keep_chunks=args.keep_chunks,
         keep_margin=args.keep_margin,
+        nll_bias=args.nll_bias,
         shared_head=bool(args.shared_head),
         whole_when_fits=not args.always_chunk,
         chunk_batch=args.chunk_batch,

@@ -130,6 +130,11 @@ class ParallelCompConfig:
       best's, so `keep_chunks` is an upper bound: a chunk that stands out alone is read alone, near-tied ones
       together. None (default): the model's preset when `keep_chunks` is unset too (no preset sets one today:
       docs/RESULTS.md "The keep margin"), otherwise none: exactly `keep_chunks` are read, as in the paper.
+    nll_bias: weigh the kept chunks by their question NLL instead of reading them as equals: the question's and the
+      answer's attention logits toward kept chunk j are lowered by `nll_bias` x (its NLL - the best kept chunk's),
+      which scales the attention mass it receives by exp(-nll_bias x gap) (the shared BOS or head excepted). A
+      soft form of `keep_margin`: near-ties are read almost as equals, a chunk far behind the best almost not.
+      None (default): equal weights, as in the paper.
     chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
       chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
       and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
@@ -158,6 +163,7 @@ class ParallelCompConfig:
     chunk_tokens: int | None = None
     keep_chunks: int | None = None
     keep_margin: float | None = None
+    nll_bias: float | None = None
     chunk_batch: int | None = None
     split: Split = Split.TOKENS
     eviction: TokenEviction | None = None
@@ -176,6 +182,10 @@ class ParallelCompConfig:
             _number("keep_margin", self.keep_margin)
             _check(self.keep_margin >= 0, f"keep_margin must be >= 0, got {self.keep_margin}")
             object.__setattr__(self, "keep_margin", float(self.keep_margin))  # hashable and exact in the jit key
+        if self.nll_bias is not None:
+            _number("nll_bias", self.nll_bias)
+            _check(self.nll_bias >= 0, f"nll_bias must be >= 0, got {self.nll_bias}")
+            object.__setattr__(self, "nll_bias", float(self.nll_bias))
         if self.chunk_batch is not None:
             _int("chunk_batch", self.chunk_batch)
         _choice(self, "split", Split, "split")

@@ -15,7 +15,9 @@ from pcomp_jax.parallelcomp.select import ChunkSet, document_order, per_document
 from pcomp_jax.rope import rope_tables
 
 
-def merged_cache(chunks: ChunkSet, *, shared_len: int, consecutive_rope=None) -> tuple[KVCache, jax.Array]:
+def merged_cache(
+    chunks: ChunkSet, *, shared_len: int, consecutive_rope=None, nll_bias: float | None = None
+) -> tuple[KVCache, jax.Array]:
     """A batch-1 KVCache over `chunks` (already in document order) and the question's first position. The first
     `shared_len` slots of every chunk (the BOS, or with `ParallelCompConfig.shared_head` the whole common head) are read
     from the first chunk only.
@@ -24,6 +26,10 @@ def merged_cache(chunks: ChunkSet, *, shared_len: int, consecutive_rope=None) ->
     chunk's uncompressed context (BOS + prefix + text), as in the official code (docs/ALGORITHM.md 1.6, 2.7). With
     `consecutive_rope` (the model config) each chunk's keys are rotated so the chunks follow one another (a chunk's
     first token after its BOS right after the previous chunk's last) and the question follows the last.
+
+    With `nll_bias` w the cache carries a logit bias (`KVCache.bias`): every slot of chunk j after the shared ones
+    gets -w * (score_j - the best score), so the question's attention toward a chunk is scaled by exp(-w * its NLL
+    gap to the best); None: no bias.
     """
     n, layers, slots, heads, h = chunks.k.shape
     real = chunks.index >= 0  # [n]
@@ -41,23 +47,33 @@ def merged_cache(chunks: ChunkSet, *, shared_len: int, consecutive_rope=None) ->
         first_position = jnp.sum(advance) + shared_len
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
     cache = KVCache.from_stacked(as_layers(k), as_layers(chunks.v), as_layers(keep), n * slots)
+    if nll_bias is not None:
+        best = jnp.min(jnp.where(real, chunks.score, jnp.inf))
+        gap = jnp.where(real, chunks.score - best, 0.0)  # [n]
+        shared = jnp.arange(slots) < shared_len  # [S_c]: read from the first chunk only, common to all
+        bias = jnp.where(shared[None, :], 0.0, -nll_bias * gap[:, None])  # [n, S_c]
+        cache = cache.replace(bias=bias.reshape(1, n * slots).astype(jnp.float32))
     return cache, first_position
 
 
-def merged_batch(chunks: ChunkSet, docs: int, *, shared_len: int, consecutive_rope=None):
+def merged_batch(chunks: ChunkSet, docs: int, *, shared_len: int, consecutive_rope=None, nll_bias=None):
     """The merged caches of a batch of documents as one KVCache [docs, S, K, H] (every row's chunks in document
     order; rows differ only in which slots are valid), the question's first position [docs], and the kept chunk
     indices [docs, keep] in document order (-1: empty). `chunks` is document-major (`select.keep_lowest`)."""
 
     def one(c: ChunkSet):
         c = document_order(c)
-        cache, first_position = merged_cache(c, shared_len=shared_len, consecutive_rope=consecutive_rope)
-        return cache.k, cache.v, cache.valid, first_position, c.index
+        cache, first_position = merged_cache(
+            c, shared_len=shared_len, consecutive_rope=consecutive_rope, nll_bias=nll_bias
+        )
+        return cache.k, cache.v, cache.valid, cache.bias, first_position, c.index
 
-    k, v, valid, first_position, index = jax.vmap(one)(per_document(chunks, docs))
+    k, v, valid, bias, first_position, index = jax.vmap(one)(per_document(chunks, docs))
     rows = lambda layers: tuple(x[:, 0] for x in layers)  # [docs, 1, S, ...] -> [docs, S, ...]
     end = (chunks.count // docs) * chunks.k.shape[2]
-    return KVCache(k=rows(k), v=rows(v), valid=rows(valid), end=jnp.int32(end)), first_position, index
+    bias = None if bias is None else bias[:, 0]
+    cache = KVCache(k=rows(k), v=rows(v), valid=rows(valid), end=jnp.int32(end), bias=bias)
+    return cache, first_position, index
 
 
 def shift_keys(k: jax.Array, offset: jax.Array, rope_config) -> jax.Array:

@@ -67,6 +67,7 @@ class Plan:
     positions: str = "shared"
     docs: int = 1  # documents in the batch, each keeping its own `keep` chunks
     keep_margin: float | None = None  # kept chunks further than this above the best are dropped before the merge
+    nll_bias: float | None = None  # the question's logits toward a kept chunk lowered by this x its NLL gap to the best
 
     @property
     def chunk_slots(self) -> int:
@@ -241,7 +242,9 @@ def question_prefill(
     indices [docs, keep] in document order."""
     rope = config if plan.positions == "consecutive" else None
     buffer = within_margin(buffer, plan.keep_margin, plan.docs)
-    cache, first_position, kept = merged_batch(buffer, plan.docs, shared_len=plan.read_once, consecutive_rope=rope)
+    cache, first_position, kept = merged_batch(
+        buffer, plan.docs, shared_len=plan.read_once, consecutive_rope=rope, nll_bias=plan.nll_bias
+    )
     qp = q_tokens.shape[1]
     cache = cache.grow(qp + extra)
     positions = first_position[:, None] + jnp.arange(qp)[None]  # [docs, Qp]
@@ -303,6 +306,7 @@ def make_plan(prompts: Sequence[ChunkedPrompt], config: ParallelCompConfig, back
         positions=config.positions,
         docs=len(prompts),
         keep_margin=config.keep_margin,
+        nll_bias=config.nll_bias,
     )
 
 
@@ -477,6 +481,7 @@ def finish_answer(
             "chunk_budget": config.chunk_tokens,  # the setting (the model's preset when not given)
             "keep_margin": config.keep_margin,
             "shared_head": config.shared_head,
+            "nll_bias": config.nll_bias,
             "head_tokens": prompt.head_len,
             "question_tokens": int(q_lens[d]),
             "cache_tokens_per_layer": held[d].tolist(),

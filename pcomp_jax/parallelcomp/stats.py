@@ -24,6 +24,7 @@ class Stats(TypedDict, total=False):
     chunk_budget: int  # the chunk size used (the model's preset when not set)
     keep_margin: float | None  # the keep margin used (ParallelCompConfig.keep_margin; None: exactly keep_chunks)
     shared_head: bool  # the chunks' common head read once (ParallelCompConfig.shared_head)
+    nll_bias: float | None  # kept chunks weighed by their question NLL (ParallelCompConfig.nll_bias; None: equals)
     chunk_scores: list[float]  # each chunk's question NLL (lower: more relevant), in document order
     head_tokens: int  # BOS and prompt prefix before each chunk's context
     question_tokens: int
