@@ -10,6 +10,8 @@ next chunk is what `ParallelCompConfig.keep_margin` compares with.
         --out gaps.jsonl
 
 Rows go to --out (JSON Lines) as they finish; a summary of the gaps prints at the end.
+`python benchmarks/chunk_gaps.py --report ROWS.jsonl ...` prints a Markdown table of correct answers, a file a row
+and a variant a column (the variants of any file; "-" where a file lacks one).
 """
 
 from __future__ import annotations
@@ -48,7 +50,25 @@ def samples(model, args):
     return niah, niah.make(model.tokenizer, [args.length], 0, 0, {"depths": args.depths, "data": args.data})
 
 
+def report(files: list[str]) -> str:
+    """Correct answers per file (rows) and variant (columns: by keep, head, bias)."""
+    tables = {f: [json.loads(line) for line in open(f)] for f in files}
+    names = {k[1:] for rows in tables.values() for k in rows[0] if re.fullmatch(r"k\d.*", k)}
+    order = lambda n: (variant(n)["keep_chunks"], variant(n)["shared_head"], variant(n)["nll_bias"] or -1.0)
+    names = sorted(names, key=order)
+    lines = ["| rows | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for f, rows in tables.items():
+        cells = [f"{sum(r['k' + n] for r in rows):.0f}" if "k" + n in rows[0] else "-" for n in names]
+        lines.append(f"| {f.split('/')[-1]} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--report"]:
+        print(report(argv[1:]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--dtype", choices=["float32", "bfloat16"])

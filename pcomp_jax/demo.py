@@ -16,6 +16,7 @@ import sys
 import time
 
 from pcomp_jax import haystack
+from pcomp_jax.cli import margin
 from pcomp_jax.decoding import Sampling
 from pcomp_jax.parallelcomp.config import ParallelCompConfig
 from pcomp_jax.parallelcomp.pipeline import generate
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-tokens", type=int, default=None, help="context tokens per chunk (default: the preset)")
     parser.add_argument("--keep-chunks", type=int, default=None, help="chunks kept (default: the preset)")
     parser.add_argument(
+        "--nll-bias", type=margin, default=None, metavar="W", help="weigh the kept chunks by their NLL (default: none)"
+    )
+    parser.add_argument(
         "--dtype", default="bfloat16", help="compute dtype: bfloat16 (default) or float32 (the checkpoint's, slower)"
     )
     parser.add_argument("--no-truncate", action="store_true", help="skip the truncation baseline")
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ParallelCompConfig(
             chunk_tokens=args.chunk_tokens,
             keep_chunks=args.keep_chunks,
+            nll_bias=args.nll_bias,
             sampling=Sampling(max_new_tokens=32, min_new_tokens=1),
         )
     except (ValueError, FileNotFoundError) as err:

@@ -86,3 +86,15 @@ def test_demo_finds_the_needle_in_bfloat16(smollm2_checkpoint, capsys):
     assert "correct: True" in out and "s after the process started" in out, out
     assert demo.main(["--ckpt", str(smollm2_checkpoint), "--dtype", "float16"]) == 2
     assert capsys.readouterr().err.strip() == "error: unsupported dtype 'float16' (choose from float32, bfloat16)"
+
+
+def test_demo_needle_is_kept_with_a_mild_nll_bias_and_lost_with_a_strong_one(smollm2_checkpoint, capsys):
+    """docs/RESULTS.md, "Kept chunks weighed by their NLL": at 2,500 tokens the needle's chunk leads the other kept
+    chunk by 0.21 nats; weighing that chunk by exp(-2 x 0.21) = 0.66 keeps the answer, by exp(-10 x 0.21) = 0.12 the
+    model copies a footnote marker from the needle's chunk, as it does reading that chunk alone (bf16, CPU)."""
+    from pcomp_jax import demo
+
+    for bias, correct in [("2", True), ("10", False)]:
+        argv = ["--ckpt", str(smollm2_checkpoint), "--tokens", "2500", "--no-truncate", "--nll-bias", bias]
+        assert demo.main(argv) == 0
+        assert f"correct: {correct}" in capsys.readouterr().out, bias
