@@ -38,9 +38,9 @@ def test_smollm2_is_134_5m_parameters():
 
 def test_presets_small_model_measured_large_model_the_papers():
     small = preset_for(SHAPES["smollm2"])
-    assert (small.chunk_tokens, small.keep_chunks, small.keep_margin) == (512, 2, None)
+    assert (small.chunk_tokens, small.keep_chunks, small.keep_margin, small.nll_bias) == (512, 2, None, 2.0)
     large = preset_for(SHAPES["llama3-8b"])
-    assert (large.chunk_tokens, large.keep_chunks, large.keep_margin) == (7600, 3, None)
+    assert (large.chunk_tokens, large.keep_chunks, large.keep_margin, large.nll_bias) == (7600, 3, None, None)
     llama2 = dataclasses.replace(SHAPES["llama3-8b"], max_position_embeddings=4096, rope_scaling=None)
     assert preset_for(llama2).chunk_tokens == 3600
     tiny_window = dataclasses.replace(SHAPES["smollm2"], max_position_embeddings=512)
@@ -53,11 +53,15 @@ def test_resolve_fills_only_what_is_unset():
     assert resolve(ParallelCompConfig(), model).keep_chunks == 2
     assert resolve(ParallelCompConfig(), model).keep_margin is None
     assert resolve(ParallelCompConfig(keep_margin=0.5), model).keep_margin == 0.5
+    assert resolve(ParallelCompConfig(), model).nll_bias == 2.0
+    assert resolve(ParallelCompConfig(nll_bias=0), model).nll_bias == 0.0  # equal weights, asked for
     explicit = ParallelCompConfig(chunk_tokens=1000, keep_chunks=5)
     assert resolve(explicit, model) is explicit
     mixed = resolve(ParallelCompConfig(keep_chunks=1), model)
     assert (mixed.chunk_tokens, mixed.keep_chunks, mixed.keep_margin) == (512, 1, None)  # an explicit keep: no margin
+    assert mixed.nll_bias is None  # nor a bias: that many chunks as equals, as in the paper
     assert resolve(ParallelCompConfig(), SHAPES["llama3-8b"]).keep_margin is None  # the paper's keep rule
+    assert resolve(ParallelCompConfig(), SHAPES["llama3-8b"]).nll_bias is None
 
 
 def test_a_call_with_no_settings_uses_the_models_preset(tiny_checkpoint):
@@ -72,3 +76,4 @@ def test_a_call_with_no_settings_uses_the_models_preset(tiny_checkpoint):
     assert max(result.stats["chunk_tokens"]) <= preset.chunk_tokens
     assert 1 <= len(result.stats["kept_chunks"]) <= min(preset.keep_chunks, result.stats["num_chunks"])
     assert result.stats["keep_margin"] == preset.keep_margin
+    assert result.stats["nll_bias"] == preset.nll_bias

@@ -134,7 +134,9 @@ class ParallelCompConfig:
       answer's attention logits toward kept chunk j are lowered by `nll_bias` x (its NLL - the best kept chunk's),
       which scales the attention mass it receives by exp(-nll_bias x gap) (the shared BOS or head excepted). A
       soft form of `keep_margin`: near-ties are read almost as equals, a chunk far behind the best almost not.
-      None (default): equal weights, as in the paper.
+      None (default): the model's preset when `keep_chunks` is unset too (2 for models under 1B parameters:
+      docs/RESULTS.md "Kept chunks weighed by their NLL"; none above), otherwise equal weights, as in the paper.
+      0: equal weights.
     chunk_batch: at most this many chunks prefilled together in one vmapped call; peak memory holds keep_chunks +
       chunk_batch chunk caches, whatever the context length. None (default): chosen from the model, the chunk length
       and the device (`schedule.auto_chunk_batch`: about 32K rows a group on an accelerator, within its memory;
