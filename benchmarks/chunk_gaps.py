@@ -54,8 +54,7 @@ def report(files: list[str]) -> str:
     """Correct answers per file (rows) and variant (columns: by keep, head, bias)."""
     tables = {f: [json.loads(line) for line in open(f)] for f in files}
     names = {k[1:] for rows in tables.values() for k in rows[0] if re.fullmatch(r"k\d.*", k)}
-    order = lambda n: (variant(n)["keep_chunks"], variant(n)["shared_head"], variant(n)["nll_bias"] or -1.0)
-    names = sorted(names, key=order)
+    names = sorted(names, key=lambda n: [-1.0 if x is None else x for x in variant(n).values()])
     lines = ["| rows | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for f, rows in tables.items():
         cells = [f"{sum(r['k' + n] for r in rows):.0f}" if "k" + n in rows[0] else "-" for n in names]

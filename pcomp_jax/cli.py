@@ -75,8 +75,8 @@ KEEP_MARGIN_HELP = (
 
 NLL_BIAS_HELP = (
     "weigh the kept chunks by their question NLL: the attention toward a kept chunk is scaled by exp(-W x its NLL "
-    "gap to the best), so near-ties are read as equals and a chunk far behind almost not (default: none, equal "
-    "weights as in the paper)"
+    "gap to the best), so near-ties are read as equals and a chunk far behind almost not (default: the model's "
+    "preset when --keep-chunks is unset: 2 under 1B parameters, none above; 0: equal weights as in the paper)"
 )
 
 

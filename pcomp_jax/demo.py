@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-tokens", type=int, default=None, help="context tokens per chunk (default: the preset)")
     parser.add_argument("--keep-chunks", type=int, default=None, help="chunks kept (default: the preset)")
     parser.add_argument(
-        "--nll-bias", type=margin, default=None, metavar="W", help="weigh the kept chunks by their NLL (default: none)"
+        "--nll-bias",
+        type=margin,
+        default=None,
+        metavar="W",
+        help="weigh the kept chunks by their NLL (default: the preset)",
     )
     parser.add_argument(
         "--dtype", default="bfloat16", help="compute dtype: bfloat16 (default) or float32 (the checkpoint's, slower)"

@@ -180,14 +180,12 @@ class ParallelCompConfig:
         for name in ("chunk_tokens", "keep_chunks"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name))
-        if self.keep_margin is not None:
-            _number("keep_margin", self.keep_margin)
-            _check(self.keep_margin >= 0, f"keep_margin must be >= 0, got {self.keep_margin}")
-            object.__setattr__(self, "keep_margin", float(self.keep_margin))  # hashable and exact in the jit key
-        if self.nll_bias is not None:
-            _number("nll_bias", self.nll_bias)
-            _check(self.nll_bias >= 0, f"nll_bias must be >= 0, got {self.nll_bias}")
-            object.__setattr__(self, "nll_bias", float(self.nll_bias))
+        for name in ("keep_margin", "nll_bias"):  # nats, or nats of logit per nat of NLL
+            value = getattr(self, name)
+            if value is not None:
+                _number(name, value)
+                _check(value >= 0, f"{name} must be >= 0, got {value}")
+                object.__setattr__(self, name, float(value))  # hashable and exact in the jit key
         if self.chunk_batch is not None:
             _int("chunk_batch", self.chunk_batch)
         _choice(self, "split", Split, "split")

@@ -29,7 +29,7 @@ def merged_cache(
 
     With `nll_bias` w the cache carries a logit bias (`KVCache.bias`): every slot of chunk j after the shared ones
     gets -w * (score_j - the best score), so the question's attention toward a chunk is scaled by exp(-w * its NLL
-    gap to the best); None: no bias.
+    gap to the best); None or 0: no bias.
     """
     n, layers, slots, heads, h = chunks.k.shape
     real = chunks.index >= 0  # [n]
@@ -47,7 +47,7 @@ def merged_cache(
         first_position = jnp.sum(advance) + shared_len
     as_layers = lambda x: jnp.moveaxis(x, 0, 1).reshape(layers, 1, n * slots, *x.shape[3:])  # [L, 1, n*S_c, ...]
     cache = KVCache.from_stacked(as_layers(k), as_layers(chunks.v), as_layers(keep), n * slots)
-    if nll_bias is not None:
+    if nll_bias:  # 0 weighs every chunk alike: no bias to add in every layer and decode step
         best = jnp.min(jnp.where(real, chunks.score, jnp.inf))
         gap = jnp.where(real, chunks.score - best, 0.0)  # [n]
         shared = jnp.arange(slots) < shared_len  # [S_c]: read from the first chunk only, common to all
