@@ -49,6 +49,28 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, st
     return out
 
 
+def private_attributes(path: Path, known: dict[str, Path]) -> list[str]:
+    """`m._name` where m is a package module bound by an import in `path` (`from pcomp_jax import m`, `import ... as
+    m`): a private name reached through the module instead of imported."""
+    tree = ast.parse(path.read_text())
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {a.asname for a in node.names if a.asname and a.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == PACKAGE:
+            bound |= {a.asname or a.name for a in node.names if f"{node.module}.{a.name}" in known}
+    return [
+        f"{shown}:{node.lineno} reads {node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in bound
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+
+
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {
@@ -97,6 +119,8 @@ def test_the_checks_see_a_cycle_and_a_private_import(tmp_path):
     known = modules()
     found = imports("pcomp_jax.m", path, known)
     assert ("pcomp_jax.cache", "_hidden", 1) in found and ("pcomp_jax.rope", None, 2) in found
+    path.write_text("from pcomp_jax import rope\nimport pcomp_jax.cache as c\nrope._table(c._slot, rope.apply)\n")
+    assert sorted(private_attributes(path, known)) == [f"{path}:3 reads c._slot", f"{path}:3 reads rope._table"]
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -107,6 +131,7 @@ def test_no_module_imports_another_modules_private_names():
         for source, taken, line in imports(name, path, known)
         if taken is not None and taken.startswith("_") and not taken.startswith("__") and source != name
     ]
+    private += [line for path in known.values() for line in private_attributes(path, known)]
     assert not private, "\n".join(private)
 
 
