@@ -16,7 +16,7 @@ import sys
 import time
 
 from pcomp_jax import haystack
-from pcomp_jax.cli import margin
+from pcomp_jax.cli import NLL_BIAS_HELP, margin
 from pcomp_jax.decoding import Sampling
 from pcomp_jax.parallelcomp.config import ParallelCompConfig
 from pcomp_jax.parallelcomp.pipeline import generate
@@ -49,13 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=float, default=0.5, help="needle depth in [0, 1] (default 0.5)")
     parser.add_argument("--chunk-tokens", type=int, default=None, help="context tokens per chunk (default: the preset)")
     parser.add_argument("--keep-chunks", type=int, default=None, help="chunks kept (default: the preset)")
-    parser.add_argument(
-        "--nll-bias",
-        type=margin,
-        default=None,
-        metavar="W",
-        help="weigh the kept chunks by their NLL (default: the preset)",
-    )
+    parser.add_argument("--nll-bias", type=margin, default=None, metavar="W", help=NLL_BIAS_HELP)
     parser.add_argument(
         "--dtype", default="bfloat16", help="compute dtype: bfloat16 (default) or float32 (the checkpoint's, slower)"
     )

@@ -68,8 +68,7 @@ def resolve(config: ParallelCompConfig, model_config) -> ParallelCompConfig:
         changes["chunk_tokens"] = preset.chunk_tokens
     if config.keep_chunks is None:
         changes["keep_chunks"] = preset.keep_chunks
-        if config.keep_margin is None:
-            changes["keep_margin"] = preset.keep_margin
-        if config.nll_bias is None:
-            changes["nll_bias"] = preset.nll_bias
+        for name in ("keep_margin", "nll_bias"):
+            if getattr(config, name) is None:
+                changes[name] = getattr(preset, name)
     return config.replace(**changes)
